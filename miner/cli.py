@@ -50,3 +50,131 @@ def main(verbose: bool) -> None:
 
 
 # --- commands: each is a few lines that call into a stage module -------------------
+
+
+def _mining_options(fn):
+    """Flags shared by the commands that mine: encoder, kNN and margin settings."""
+    options = [
+        click.option("--config", "config_file", type=click.Path(dir_okay=False),
+                     help="TOML file with settings (same names as the flags)."),
+        click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]),
+                     help="Sentence encoder [muse]."),
+        click.option("--model", help="Model id or path (sentence-transformers)."),
+        click.option("--batch-size", type=int, help="Sentences per encoder batch."),
+        click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4]."),
+        click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]),
+                     help="Margin function [ratio]."),
+        click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]),
+                     help="Candidate retrieval [max]."),
+        click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]),
+                     help="kNN implementation [auto]."),
+        click.option("--shard-size", type=int, help="Rows per shard."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@main.command()
+@click.argument("src", type=click.Path())
+@click.argument("tgt", type=click.Path())
+@click.option("--src-lang", required=True, help="Language code of SRC, e.g. de.")
+@click.option("--tgt-lang", required=True, help="Language code of TGT, e.g. en.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output TSV (score, src, tgt), best first; .gz compresses.")
+@click.option("--threshold", type=float, help="Keep pairs scoring at least this.")
+@click.option("--show", type=int, default=10, show_default=True,
+              help="Print this many of the best pairs.")
+@_mining_options
+@user_errors
+def pair(src, tgt, src_lang, tgt_lang, output, threshold, show, config_file, **flags):
+    """Mine two one-sentence-per-line files (plain or .gz) into scored pairs."""
+    from miner.pair import check_langs, format_pairs, mine_files, write_tsv
+
+    check_langs(src_lang, tgt_lang)
+    cfg = build_config(config_file, threshold=threshold, **flags)
+    src_u, tgt_u, cands = mine_files(src, tgt, cfg)
+    n = write_tsv(output, src_u, tgt_u, cands)
+    click.echo(f"{n} pairs ({src_lang}-{tgt_lang}) written to {output}", err=True)
+    for line in format_pairs(src_u, tgt_u, cands, show):
+        click.echo(line)
+
+
+@main.group(name="eval")
+def eval_group():
+    """Evaluate mining (BUCC) and similarity search (Tatoeba)."""
+
+
+@eval_group.command()
+@click.argument("directory", type=click.Path())
+@click.option("--pair", "lang_pair", required=True, help="Language pair, e.g. de-en.")
+@click.option("--tune-split", default="training", show_default=True,
+              help="Split whose gold pairs choose the threshold.")
+@click.option("--test-split", default="test", show_default=True,
+              help="Split mined with that threshold and scored.")
+@click.option("--select", is_flag=True,
+              help="Also choose margin (ratio|distance) and k (2,4,8,16) on the tune split.")
+@click.option("--output-pairs", type=click.Path(dir_okay=False),
+              help="Write the test split's extracted pairs (src-id<TAB>tgt-id).")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False),
+              help="Write the result as JSON.")
+@_mining_options
+@user_errors
+def bucc(directory, lang_pair, tune_split, test_split, select, output_pairs, json_file,
+         config_file, **flags):
+    """BUCC 2018-style mining evaluation on DIRECTORY."""
+    from miner.embed import load_encoder
+    from miner.evaluate.bucc import evaluate_bucc
+    from miner.io import atomic_open, write_json
+
+    cfg = build_config(config_file, **flags)
+    encoder = load_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.device,
+                           cfg.embed.batch_size)
+    r = evaluate_bucc(directory, lang_pair, encoder, tune_split, test_split, k=cfg.knn.k,
+                      margin=cfg.score.margin, retrieval=cfg.score.retrieval, select=select,
+                      backend=cfg.knn.knn_backend)
+    if select:
+        for row in r.selection:
+            click.echo(f"  tune {row['margin']:>8} k={row['k']:<2} F1={100 * row['tune_f1']:.2f}")
+    click.echo(f"{r.pair}: margin={r.margin} k={r.k} threshold={r.threshold:.5f} "
+               f"(tune {r.tune_split} F1={100 * r.tune_f1:.2f})")
+    if r.f1 is not None:
+        click.echo(f"{r.pair} {r.test_split}: precision={100 * r.precision:.2f} "
+                   f"recall={100 * r.recall:.2f} F1={100 * r.f1:.2f} "
+                   f"({r.n_extracted} extracted, {r.n_gold} gold)")
+    else:
+        click.echo(f"{r.pair} {r.test_split}: {r.n_extracted} pairs extracted (no gold to score)")
+    if output_pairs:
+        with atomic_open(output_pairs, "w", encoding="utf-8") as f:
+            f.writelines(f"{a}\t{b}\n" for a, b in r.pairs)
+    if json_file:
+        write_json(json_file, r.to_dict())
+
+
+@eval_group.command()
+@click.argument("directory", type=click.Path())
+@click.option("--langs", help="Comma-separated Tatoeba codes [the encoder's languages].")
+@click.option("--json", "json_file", type=click.Path(dir_okay=False),
+              help="Write the results as JSON.")
+@_mining_options
+@user_errors
+def tatoeba(directory, langs, json_file, config_file, **flags):
+    """Tatoeba similarity search error rates (xsim) against English."""
+    from miner.embed import load_encoder
+    from miner.evaluate.tatoeba import MUSE_LANGS, evaluate_tatoeba
+    from miner.io import write_json
+
+    cfg = build_config(config_file, **flags)
+    encoder = load_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.device,
+                           cfg.embed.batch_size)
+    lang_list = [x.strip() for x in langs.split(",") if x.strip()] if langs else list(MUSE_LANGS)
+    results = evaluate_tatoeba(directory, lang_list, encoder, backend=cfg.knn.knn_backend)
+    click.echo(f"{'lang':<6}{'n':>6}{'xx->en %':>10}{'en->xx %':>10}{'avg %':>8}")
+    for r in results:
+        click.echo(f"{r.lang:<6}{r.n:>6}{100 * r.err_xx_en:>10.2f}{100 * r.err_en_xx:>10.2f}"
+                   f"{100 * r.err:>8.2f}")
+    avg = sum(r.err for r in results) / len(results)
+    click.echo(f"{'avg':<6}{'':>6}{'':>10}{'':>10}{100 * avg:>8.2f}")
+    if json_file:
+        write_json(json_file, {"results": [dict(r.__dict__, err=r.err) for r in results],
+                               "average_error": avg})

@@ -1,0 +1,1 @@
+"""Evaluation: BUCC-style mining F1 and Tatoeba-style similarity search error."""

@@ -1,0 +1,164 @@
+"""Readers: one streamed generator of ``Document`` per input file.
+
+``open_reader(path, fmt, cfg)`` picks the reader from ``fmt`` (``cfg.prepare.format``
+unless given) or, with ``"auto"``, from the file name and the first bytes after
+decompression. Every reader streams: memory does not grow with the size of the input.
+
+Formats: ``wiki`` (MediaWiki XML dumps and bare ``<page>`` fragments), ``wet``
+(Common Crawl WET), ``warc`` (WARC with HTML ``response`` records), ``text``,
+``jsonl``, ``parquet``. Compression (gzip, bzip2 incl. multistream, xz, zstd) is
+detected from the magic bytes, whatever the file is called.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator, Optional
+
+from miner.errors import MinerError
+
+FORMATS = ("wiki", "wet", "warc", "text", "jsonl", "parquet")
+
+_MAGIC = {
+    b"\x1f\x8b": "gzip",
+    b"BZh": "bz2",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+
+
+@dataclass
+class Document:
+    """One document of an input: its text and where it came from."""
+
+    text: str
+    doc_id: str
+    url_or_title: str
+    source: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def check_file(path: str | Path) -> Path:
+    """The path, or a MinerError if it is missing, a directory or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise MinerError(f"{path}: no such file")
+    if path.is_dir():
+        raise MinerError(f"{path}: is a directory, expected a file")
+    if path.stat().st_size == 0:
+        raise MinerError(f"{path}: file is empty")
+    return path
+
+
+def compression_of(path: str | Path) -> Optional[str]:
+    """``"gzip"``, ``"bz2"``, ``"xz"``, ``"zstd"`` from the magic bytes, or None."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+def open_binary(path: str | Path) -> IO[bytes]:
+    """Open a file for reading, decompressing it as its magic bytes say.
+
+    bzip2 multistream files (Wikipedia's ``pages-articles-multistream``) read as one
+    stream.
+    """
+    kind = compression_of(path)
+    if kind == "gzip":
+        return gzip.open(path, "rb")
+    if kind == "bz2":
+        return bz2.open(path, "rb")
+    if kind == "xz":
+        return lzma.open(path, "rb")
+    if kind == "zstd":
+        import zstandard
+
+        raw = open(path, "rb")
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
+    return open(path, "rb")
+
+
+# errors a broken compressed stream raises while reading
+DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError,
+                                                      gzip.BadGzipFile, ValueError)
+try:  # pragma: no cover - zstandard is optional at import time
+    import zstandard as _zstd
+
+    DECOMPRESS_ERRORS = DECOMPRESS_ERRORS + (_zstd.ZstdError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def sniff(path: str | Path, n: int = 4096) -> bytes:
+    """The first ``n`` decompressed bytes of a file; MinerError if it cannot be read."""
+    try:
+        with open_binary(path) as f:
+            return f.read(n)
+    except DECOMPRESS_ERRORS as e:
+        raise MinerError(f"{path}: corrupt or unreadable {compression_of(path) or 'file'} ({e})") from None
+
+
+def detect_format(path: str | Path) -> str:
+    """Choose a reader from the file name and the first decompressed bytes."""
+    path = Path(path)
+    name = path.name.lower()
+    with open(path, "rb") as f:
+        if f.read(4) == b"PAR1":
+            return "parquet"
+    if name.endswith(".parquet"):
+        return "parquet"
+    head = sniff(path)
+    if not head:
+        raise MinerError(f"{path}: file is empty after decompression")
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"WARC/"):
+        return "wet" if b"WARC-Type: conversion" in head or ".wet" in name else "warc"
+    if text.startswith((b"<mediawiki", b"<page", b"<?xml")) or ".xml" in name:
+        return "wiki"
+    if ".jsonl" in name or ".ndjson" in name or text.startswith(b"{"):
+        return "jsonl"
+    return "text"
+
+
+def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None) -> Iterator[Document]:
+    """A generator of Documents from ``path``.
+
+    ``fmt`` is one of FORMATS or ``"auto"`` (default: ``cfg.prepare.format``);
+    ``cfg`` is a ``miner.config.Config`` (default settings if None).
+    """
+    from miner.config import Config
+
+    cfg = cfg or Config()
+    path = check_file(path)
+    fmt = (fmt or cfg.prepare.format or "auto").lower()
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "wiki":
+        from miner.readers.wiki import read_wiki
+
+        return read_wiki(path)
+    if fmt in ("wet", "warc"):
+        from miner.readers.warc import read_warc
+
+        return read_warc(path, html=(fmt == "warc"))
+    if fmt == "text":
+        from miner.readers.text import read_text
+
+        return read_text(path, paragraphs=cfg.prepare.paragraphs)
+    if fmt == "jsonl":
+        from miner.readers.text import read_jsonl
+
+        return read_jsonl(path, cfg.prepare.text_field, cfg.prepare.id_field)
+    if fmt == "parquet":
+        from miner.readers.text import read_parquet
+
+        return read_parquet(path, cfg.prepare.text_field, cfg.prepare.id_field)
+    raise MinerError(f"unknown format {fmt!r}: expected auto or one of {', '.join(FORMATS)}")

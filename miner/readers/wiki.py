@@ -1,0 +1,274 @@
+"""MediaWiki XML dumps: pages in, plain-text articles out.
+
+``read_wiki(path)`` streams ``<page>`` elements with an incremental XML parser (any
+compression ``open_binary`` knows, bare ``<page>`` fragments without a
+``<mediawiki>`` root too) and yields namespace-0 articles that are not redirects.
+A dump cut in the middle of a page yields every complete page before the cut and
+logs one warning.
+
+``wikitext_to_text(wikitext)`` turns wikitext into plain text with mwparserfromhell:
+templates, tables, references, files, categories, interlanguage links, comments and
+most HTML tags are dropped, link text is kept, headings and list items become
+paragraph breaks (paragraphs are separated by ``"\\n"``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import mwparserfromhell
+from mwparserfromhell.nodes import (Argument, Comment, ExternalLink, Heading, HTMLEntity,
+                                    Tag, Template, Text, Wikilink)
+
+from miner.errors import MinerError
+from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1 << 20
+
+# Namespace names for files and categories in the wikis we see most; a dump's own
+# <siteinfo> adds its localised names.
+FILE_NAMESPACES = {
+    "file", "image", "media", "datei", "bild", "fichier", "archivo", "imagen", "immagine",
+    "file", "arquivo", "imagem", "plik", "grafika", "bestand", "afbeelding", "fitxer",
+    "imatge", "ficheiro", "dosiero", "restr", "skeudenn", "файл", "изображение",
+    "зображення", "αρχείο", "εικόνα", "文件", "檔案", "图像", "ファイル", "画像", "ಚಿತ್ರ",
+    "ಕಡತ", "fil", "tiedosto", "kuva", "soubor", "dosya", "resim", "tập tin", "hình",
+    "ملف", "پرونده", "קובץ", "चित्र", "संचिका", "ফাইল", "চিত্র", "պատկեր", "ֆայլ",
+}
+CATEGORY_NAMESPACES = {
+    "category", "kategorie", "catégorie", "categoría", "categoria", "kategoria",
+    "categorie", "kategorio", "rummad", "категория", "категорія", "κατηγορία", "分类",
+    "分類", "カテゴリ", "ವರ್ಗ", "kategori", "luokka", "kategória", "thể loại", "تصنيف",
+    "رده", "קטגוריה", "श्रेणी", "वर्ग", "বিষয়শ্রেণী", "կատեգորիա",
+}
+# tags whose content is not running text
+DROP_TAGS = {
+    "ref", "references", "table", "gallery", "math", "chem", "ce", "timeline", "score",
+    "syntaxhighlight", "source", "pre", "code", "imagemap", "graph", "mapframe",
+    "maplink", "templatedata", "templatestyles", "hiero", "poem", "inputbox", "categorytree",
+    "noinclude", "includeonly", "onlyinclude", "style", "script", "div", "sup", "sub",
+}
+BREAK_TAGS = {"li", "dt", "dd", "br", "p", "tr", "hr", "ul", "ol", "dl", "blockquote"}
+_INTERWIKI = re.compile(r"^[a-z]{2,3}(-[a-z0-9]+)*$|^simple$")
+_MAGIC_WORD = re.compile(r"__[A-ZÀ-ÿ_]+__")
+# markup that must not survive; a line still holding any is dropped
+_RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref|'''|thumb\||^\s*[|!]|<[a-zA-Z/!][^>]*>")
+
+
+def read_wiki(path: str | Path) -> Iterator[Document]:
+    """Yield namespace-0, non-redirect articles of a MediaWiki XML dump as Documents.
+
+    ``meta`` holds ``page_id``, ``rev_id`` and ``title``; ``doc_id`` is the page id.
+    """
+    path = Path(path)
+    file_ns, cat_ns = set(FILE_NAMESPACES), set(CATEGORY_NAMESPACES)
+    for page in iter_pages(path, file_ns, cat_ns):
+        if page.get("ns", "0") != "0" or page.get("redirect"):
+            continue
+        wikitext = page.get("text") or ""
+        if wikitext.lstrip()[:9].upper() == "#REDIRECT":
+            continue
+        text = wikitext_to_text(wikitext, file_ns, cat_ns)
+        if not text:
+            continue
+        title = page.get("title", "")
+        yield Document(text=text, doc_id=page.get("id", ""), url_or_title=title, source=str(path),
+                       meta={"page_id": page.get("id", ""), "rev_id": page.get("rev_id", ""),
+                             "title": title})
+
+
+def iter_pages(path: Path, file_ns: Optional[set] = None,
+               cat_ns: Optional[set] = None) -> Iterator[dict]:
+    """Yield each complete ``<page>`` as a dict (title, ns, id, rev_id, redirect, text).
+
+    Localised file and category namespace names from ``<siteinfo>`` are added to
+    ``file_ns`` and ``cat_ns``. Malformed XML is a MinerError; a file that ends
+    inside a page logs one warning and stops.
+    """
+    parser = ET.XMLPullParser(events=("start", "end"))
+    root = None
+    in_page = False
+    started = False
+    wrapped = False
+    lineno_hint = 0
+    try:
+        with open_binary(path) as f:
+            while True:
+                try:
+                    chunk = f.read(CHUNK)
+                except DECOMPRESS_ERRORS as e:
+                    raise MinerError(f"{path}: corrupt compressed data ({e})") from None
+                if not chunk:
+                    break
+                if not started:
+                    stripped = chunk.lstrip(b"\xef\xbb\xbf \t\r\n")
+                    if not stripped:
+                        continue
+                    started = True
+                    if stripped.startswith(b"<page"):  # bare fragment: give it a root
+                        parser.feed(b"<mediawiki>")
+                        wrapped = True
+                    chunk = stripped
+                lineno_hint += chunk.count(b"\n")
+                try:
+                    parser.feed(chunk)
+                except ET.ParseError as e:
+                    raise MinerError(f"{path}: malformed XML ({_where(e, lineno_hint)})") from None
+                for event, elem in parser.read_events():
+                    tag = _local(elem.tag)
+                    if event == "start":
+                        if root is None:
+                            root = elem
+                        if tag == "page":
+                            in_page = True
+                        continue
+                    if tag == "namespace" and file_ns is not None:
+                        _add_namespace(elem, file_ns, cat_ns)
+                    elif tag == "page":
+                        in_page = False
+                        yield _page_dict(elem)
+                        root.clear()
+                    elif tag == "siteinfo":
+                        root.clear()
+    except UnicodeDecodeError as e:  # pragma: no cover - expat reports these as ParseError
+        raise MinerError(f"{path}: not valid UTF-8 ({e.reason})") from None
+    if not started:
+        raise MinerError(f"{path}: file is empty")
+    if wrapped:
+        try:
+            parser.feed(b"</mediawiki>")
+        except ET.ParseError:
+            pass
+    try:
+        parser.close()
+    except ET.ParseError:
+        if in_page:
+            log.warning("%s: ends in the middle of a page (truncated dump); "
+                        "kept every complete page before the cut", path)
+        elif root is None:
+            raise MinerError(f"{path}: not a MediaWiki XML dump") from None
+        else:
+            log.warning("%s: ends before the closing </mediawiki> (truncated dump)", path)
+
+
+def _where(err: ET.ParseError, lines_read: int) -> str:
+    line, col = getattr(err, "position", (0, 0))
+    return f"{err.msg if hasattr(err, 'msg') else err}; near line {line}" if line else str(err)
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _add_namespace(elem: ET.Element, file_ns: set, cat_ns: set) -> None:
+    key, name = elem.get("key"), (elem.text or "").strip().lower()
+    if name and key == "6":
+        file_ns.add(name)
+    elif name and key == "14":
+        cat_ns.add(name)
+
+
+def _page_dict(page: ET.Element) -> dict:
+    out: dict = {}
+    for child in page:
+        tag = _local(child.tag)
+        if tag in ("title", "ns", "id"):
+            out[tag] = (child.text or "").strip()
+        elif tag == "redirect":
+            out["redirect"] = True
+        elif tag == "revision":
+            for sub in child:
+                stag = _local(sub.tag)
+                if stag == "id":
+                    out["rev_id"] = (sub.text or "").strip()
+                elif stag == "text":
+                    out["text"] = sub.text or ""
+    return out
+
+
+# -- wikitext -> text -----------------------------------------------------------------
+
+def wikitext_to_text(wikitext: str, file_ns: Optional[set] = None,
+                     cat_ns: Optional[set] = None) -> str:
+    """Plain text of an article's wikitext: paragraphs joined by ``"\\n"``."""
+    file_ns = FILE_NAMESPACES if file_ns is None else file_ns
+    cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
+    parts: list[str] = []
+    _render(mwparserfromhell.parse(wikitext, skip_style_tags=False).nodes, parts, file_ns, cat_ns)
+    raw = "".join(parts)
+    paragraphs = []
+    for line in raw.split("\n"):
+        line = _MAGIC_WORD.sub("", line).replace("''", "").strip()
+        if not line or _RESIDUE.search(line) or _is_file_line(line, file_ns | cat_ns):
+            continue
+        paragraphs.append(line)
+    return "\n".join(paragraphs)
+
+
+def _is_file_line(line: str, prefixes: set) -> bool:
+    head, sep, _ = line.partition(":")
+    return bool(sep) and head.strip().lower() in prefixes
+
+
+def _render(nodes: Iterable, out: list[str], file_ns: set, cat_ns: set) -> None:
+    for node in nodes:
+        if isinstance(node, Text):
+            out.append(str(node.value))
+        elif isinstance(node, Wikilink):
+            _render_link(node, out, file_ns, cat_ns)
+        elif isinstance(node, ExternalLink):
+            if node.title is not None:
+                _render(node.title.nodes, out, file_ns, cat_ns)
+        elif isinstance(node, HTMLEntity):
+            out.append(node.normalize())
+        elif isinstance(node, Tag):
+            _render_tag(node, out, file_ns, cat_ns)
+        elif isinstance(node, Heading):
+            out.append("\n\n")
+        elif isinstance(node, (Template, Comment, Argument)):
+            continue
+        # anything else (unknown node types) is markup: dropped
+
+
+def _render_link(node: Wikilink, out: list[str], file_ns: set, cat_ns: set) -> None:
+    target = str(node.title).strip()
+    colon = target.startswith(":")
+    prefix, sep, _ = target.lstrip(":").partition(":")
+    prefix = prefix.strip().lower()
+    if sep and not colon and (prefix in file_ns or prefix in cat_ns or _INTERWIKI.match(prefix)):
+        return  # file/image, category or interlanguage link
+    if sep and colon and prefix in cat_ns | file_ns and node.text is None:
+        return
+    if node.text is not None:
+        _render(node.text.nodes, out, file_ns, cat_ns)
+    else:
+        out.append(target.lstrip(":").split("#", 1)[0] if not target.startswith("#") else "")
+
+
+def _render_tag(node: Tag, out: list[str], file_ns: set, cat_ns: set) -> None:
+    name = str(node.tag).strip().lower()
+    markup = node.wiki_markup
+    if markup == "{|" or name in DROP_TAGS:
+        if name in ("div", "sup", "sub") and markup is None and not _is_ref_like(node):
+            pass  # plain div/sup/sub: keep their text below
+        else:
+            out.append("\n") if markup == "{|" or name in ("table", "gallery", "pre") else None
+            return
+    if markup in ("*", "#", ";", ":") or name in BREAK_TAGS:
+        out.append("\n")
+    if node.contents is not None and not node.self_closing:
+        _render(node.contents.nodes, out, file_ns, cat_ns)
+    if name in ("p", "li", "dd", "dt", "blockquote"):
+        out.append("\n")
+
+
+def _is_ref_like(node: Tag) -> bool:
+    """A ``<sup>`` or ``<div>`` that only holds references, notes or navigation."""
+    attrs = " ".join(str(a) for a in node.attributes).lower()
+    return any(k in attrs for k in ("reference", "noprint", "navbox", "thumb", "infobox", "display:none"))
