@@ -11,7 +11,22 @@ import numpy as np
 import torch
 
 from miner.errors import MinerError
-from miner.knn.triton_kernel import merge_topk_torch
+
+
+def merge_topk_torch(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k of each row of (n, c) candidate lists: sim descending, then id ascending.
+
+    sims float32 (n, c), ids int64 (n, c) with -1 for padding (which goes last).
+    Returns (n, min(k, c)) sims and ids on the same device. Two stable sorts: by id,
+    then by sim, so equal sims keep ascending ids.
+    """
+    key_ids = torch.where(ids < 0, torch.iinfo(torch.int64).max, ids)
+    key_sims = torch.where(ids < 0, float("-inf"), sims)
+    o1 = torch.sort(key_ids, dim=1, stable=True).indices
+    s1 = torch.gather(key_sims, 1, o1)
+    o2 = torch.sort(s1, dim=1, descending=True, stable=True).indices[:, :k]
+    order = torch.gather(o1, 1, o2)
+    return torch.gather(sims, 1, order), torch.gather(ids, 1, order)
 
 
 def topk_exact_ties(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ import triton
 import triton.language as tl
 
 from miner.errors import MinerError
+from miner.knn.torch_knn import merge_topk_torch
 
 # Tile sizes used when no autotuning happens (the interpreter, or an explicit ``tiles``).
 INTERPRETER_TILES = {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_D": 16}
@@ -159,22 +160,6 @@ def _prune(configs, named_args, **kwargs):
         kw["BLOCK_D"] = max(16, kw["BLOCK_D"] // 2)
         out.append(triton.Config(kw, num_warps=c.num_warps, num_stages=c.num_stages))
     return out
-
-
-def merge_topk_torch(sims: torch.Tensor, ids: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k of each row of (n, c) candidate lists: sim descending, then id ascending.
-
-    sims float32 (n, c), ids int64 (n, c) with -1 for padding (which goes last).
-    Returns (n, min(k, c)) sims and ids on the same device. Two stable sorts: by id,
-    then by sim, so equal sims keep ascending ids.
-    """
-    key_ids = torch.where(ids < 0, torch.iinfo(torch.int64).max, ids)
-    key_sims = torch.where(ids < 0, float("-inf"), sims)
-    o1 = torch.sort(key_ids, dim=1, stable=True).indices
-    s1 = torch.gather(key_sims, 1, o1)
-    o2 = torch.sort(s1, dim=1, descending=True, stable=True).indices[:, :k]
-    order = torch.gather(o1, 1, o2)
-    return torch.gather(sims, 1, order), torch.gather(ids, 1, order)
 
 
 def _as_tensor(x, dtype: torch.dtype) -> torch.Tensor:
