@@ -86,11 +86,48 @@ def knn_search(queries: np.ndarray, database: np.ndarray, k: int,
                backend: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest neighbours of each query row among the database rows.
 
-    backend: ``auto`` | ``faiss`` | ``numpy`` | ``torch`` | ``triton``.
+    backend: ``auto`` | ``faiss`` | ``numpy`` | ``torch`` | ``triton``; ``auto`` is
+    triton on a CUDA machine with triton installed, else faiss (see ``auto_backend``).
     Returns sims (n, k') float32 and ids (n, k') int64, k' = min(k, m).
     """
-    if backend in ("auto", "faiss"):
+    if backend == "auto":
+        backend = auto_backend()
+    if backend == "faiss":
         return knn_faiss(queries, database, k)
     if backend == "numpy":
         return knn_numpy(queries, database, k)
-    raise MinerError(f"unknown kNN backend {backend!r}")
+    if backend == "triton":
+        _require("triton", "the triton kNN backend")
+        from miner.knn.triton_kernel import knn_triton
+
+        sims, ids, _ = knn_triton(queries, database, k)
+        return sims, ids
+    if backend == "torch":
+        _require("torch", "the torch kNN backend")
+        from miner.knn.torch_knn import knn_torch
+
+        return knn_torch(queries, database, k)
+    raise MinerError(f"unknown kNN backend {backend!r}: expected auto, faiss, numpy, torch or triton")
+
+
+def auto_backend() -> str:
+    """``triton`` on CUDA when triton is installed, else faiss (faiss-gpu if it sees a GPU).
+
+    The CPU fallback is faiss-cpu flat search; imports nothing that is not installed.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("triton"):
+        import torch
+
+        if torch.cuda.is_available():
+            return "triton"
+    return "faiss"
+
+
+def _require(module: str, what: str) -> None:
+    """Fail with the install line when an optional package is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MinerError(f"{what} needs {module}: pip install 'miner[gpu]'")
