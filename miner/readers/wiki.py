@@ -200,7 +200,7 @@ def wikitext_to_text(wikitext: str, file_ns: Optional[set] = None,
     file_ns = FILE_NAMESPACES if file_ns is None else file_ns
     cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
     parts: list[str] = []
-    _render(mwparserfromhell.parse(wikitext, skip_style_tags=False).nodes, parts, file_ns, cat_ns)
+    _render(mwparserfromhell.parse(strip_bulk(wikitext), skip_style_tags=False).nodes, parts, file_ns, cat_ns)
     raw = "".join(parts)
     paragraphs = []
     for line in raw.split("\n"):
@@ -272,3 +272,27 @@ def _is_ref_like(node: Tag) -> bool:
     """A ``<sup>`` or ``<div>`` that only holds references, notes or navigation."""
     attrs = " ".join(str(a) for a in node.attributes).lower()
     return any(k in attrs for k in ("reference", "noprint", "navbox", "thumb", "infobox", "display:none"))
+
+
+# -- fast pre-pass: regexes drop the bulky markup before mwparserfromhell parses -------
+
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+_REF = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
+_INNER_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_INNER_TABLE = re.compile(r"\{\|(?:(?!\{\||\|\}).)*\|\}", re.S)
+
+
+def strip_bulk(wikitext: str) -> str:
+    """Remove comments, references, templates and tables with regexes, innermost first.
+
+    What the regexes miss (unbalanced braces) is left for mwparserfromhell and the
+    final residue check.
+    """
+    text = _COMMENT.sub("", wikitext)
+    text = _REF.sub("", text)
+    for pattern in (_INNER_TEMPLATE, _INNER_TABLE):
+        for _ in range(30):
+            text, n = pattern.subn("\n" if pattern is _INNER_TABLE else "", text)
+            if not n:
+                break
+    return text

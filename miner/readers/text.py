@@ -1,0 +1,119 @@
+"""Plain text, JSONL and Parquet readers.
+
+Plain text is a document per line, or with ``paragraphs`` a document per block of
+non-blank lines. Text files must be valid UTF-8 and have no line over
+``miner.io.MAX_LINE_BYTES``; both are MinerErrors naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Iterator, Optional
+
+from miner.errors import MinerError
+from miner.io import MAX_LINE_BYTES
+from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline), checked for UTF-8 and length."""
+    try:
+        with open_binary(path) as f:
+            lineno = 0
+            while True:
+                raw = f.readline(MAX_LINE_BYTES + 1)
+                if not raw:
+                    break
+                lineno += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise MinerError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} bytes")
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise MinerError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+                yield lineno, line.rstrip("\r\n")
+    except DECOMPRESS_ERRORS as e:
+        raise MinerError(f"{path}: corrupt or unreadable file ({e})") from None
+
+
+def read_text(path: str | Path, paragraphs: bool = False) -> Iterator[Document]:
+    """Documents of a plain-text file; ``doc_id`` is the first line number."""
+    path = Path(path)
+    if not paragraphs:
+        for lineno, line in _lines(path):
+            if line.strip():
+                yield Document(line, str(lineno), "", str(path))
+        return
+    block: list[str] = []
+    start = 0
+    size = 0
+    for lineno, line in _lines(path):
+        if line.strip():
+            if not block:
+                start = lineno
+            block.append(line)
+            size += len(line)
+            if size > MAX_LINE_BYTES * 8:
+                raise MinerError(f"{path}:{start}: paragraph longer than {MAX_LINE_BYTES * 8} characters")
+        elif block:
+            yield Document("\n".join(block), str(start), "", str(path))
+            block, size = [], 0
+    if block:
+        yield Document("\n".join(block), str(start), "", str(path))
+
+
+def read_jsonl(path: str | Path, text_field: str = "text",
+               id_field: Optional[str] = None) -> Iterator[Document]:
+    """Documents of a JSON-lines file: ``text_field`` is the text, ``id_field`` the id
+    (default: the line number). ``url`` or ``title`` fields fill ``url_or_title``."""
+    path = Path(path)
+    for lineno, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MinerError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(obj, dict) or text_field not in obj:
+            raise MinerError(f"{path}:{lineno}: no field {text_field!r} (set --text-field)")
+        text = obj[text_field]
+        if not isinstance(text, str):
+            raise MinerError(f"{path}:{lineno}: field {text_field!r} is not a string")
+        doc_id = str(obj.get(id_field, lineno)) if id_field else str(lineno)
+        if id_field and id_field not in obj:
+            raise MinerError(f"{path}:{lineno}: no field {id_field!r} (set --id-field)")
+        where = str(obj.get("url") or obj.get("title") or "")
+        yield Document(text, doc_id, where, str(path))
+
+
+def read_parquet(path: str | Path, text_field: str = "text",
+                 id_field: Optional[str] = None, batch_size: int = 1024) -> Iterator[Document]:
+    """Documents of a Parquet file, read a batch of rows at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+    names = pf.schema_arrow.names
+    for name in (text_field, id_field):
+        if name and name not in names:
+            raise MinerError(f"{path}: no column {name!r} (columns: {', '.join(names)})")
+    extra = [c for c in ("url", "title") if c in names]
+    columns = [text_field] + ([id_field] if id_field else []) + extra
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+            cols = batch.to_pydict()
+            for i, text in enumerate(cols[text_field]):
+                row += 1
+                if not isinstance(text, str):
+                    continue
+                doc_id = str(cols[id_field][i]) if id_field else str(row - 1)
+                where = next((str(cols[c][i]) for c in extra if cols[c][i]), "")
+                yield Document(text, doc_id, where, str(path))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise MinerError(f"{path}: corrupt Parquet file ({e})") from None
