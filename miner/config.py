@@ -92,11 +92,13 @@ class ScoreConfig:
 
 @dataclass
 class FilterConfig:
-    """Filters applied to scored pairs before writing bitext."""
+    """Filters applied to scored pairs before writing bitext (docs/outputs.md)."""
 
-    min_length_ratio: Optional[float] = None  # default chosen by script (see filters)
-    max_length_ratio: Optional[float] = None
+    length_ratio: bool = True  # char length ratio src/tgt within the bounds below
+    min_length_ratio: Optional[float] = None  # default 0.5, wider for zh/ja/th (filters)
+    max_length_ratio: Optional[float] = None  # default 2.0, wider for zh/ja/th
     lid_agreement: bool = True
+    lid_agreement_min_prob: float = 0.5  # a side disagrees only if LID is this sure
     drop_copies: bool = True
     number_mismatch: bool = True
     drop_junk: bool = True
