@@ -1,0 +1,358 @@
+"""The ``prepare`` stage: inputs -> deduplicated, language-identified sentence shards.
+
+Two steps, so that the heavy one can run anywhere (a local process pool now, one
+Ray task per file later) and the result stays byte-identical whatever the number of
+workers:
+
+1. ``prepare_file(path, cfg, langs, stage_dir)``, one unit of work per input file and
+   pure apart from writing ``stage_dir``: read, split, normalise, filter by length and
+   language; write the surviving sentences per language to ``stage_dir`` and a
+   ``done.json`` marker last. A rerun skips inputs whose marker exists (the directory
+   name hashes the file's path, size, mtime and the settings).
+2. ``write_shards(...)``, a global pass in input order: exact dedup within each
+   language across all inputs by ``sentence_hash``, then
+   ``DIR/sentences/{lang}/part-00000.parquet`` ... with ``shard_size`` rows each.
+
+Layout::
+
+    DIR/sentences/{lang}/part-NNNNN.parquet   id text lang lid_prob source doc_id
+                                              url_or_title position
+    DIR/.prepare/{input}-{key}/{lang}.parquet per-input staging (kept for resume)
+    DIR/manifest.json                         counts per language and reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from tqdm import tqdm
+
+from miner.config import Config
+from miner.errors import MinerError
+from miner.io import atomic_path, write_json
+from miner.lid import cached_identifier, normalize_lang
+from miner.manifest import merge_counts, update_stage
+from miner.readers import check_file, open_reader
+from miner.sentences import length_reason, normalize_text, sentence_hash, split_sentences
+
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema([
+    ("id", pa.uint64()), ("text", pa.string()), ("lang", pa.string()),
+    ("lid_prob", pa.float32()), ("source", pa.string()), ("doc_id", pa.string()),
+    ("url_or_title", pa.string()), ("position", pa.int32()),
+])
+REASONS = ("documents", "sentences", "too_short", "too_long", "wrong_language",
+           "duplicate", "kept")
+FLUSH_ROWS = 10_000
+DOC_LID_CHARS = 2000
+
+
+def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Path) -> dict:
+    """Run the stage; returns counts ``{lang: {reason: n}}`` (also in the manifest).
+
+    ``langs`` accepts 2- or 3-letter codes; output directories use ``normalize_lang``
+    codes. Raises MinerError on bad inputs or settings.
+    """
+    start = time.time()
+    out_dir = Path(out_dir)
+    langs = check_langs(cfg, langs)
+    if not inputs:
+        raise MinerError("no input files given")
+    if cfg.shard_size < 1:
+        raise MinerError(f"shard_size must be at least 1, got {cfg.shard_size}")
+    for path in inputs:
+        check_file(path)
+    stage_root = out_dir / ".prepare"
+    tasks: dict[str, Path] = {}
+    for path in inputs:
+        tasks.setdefault(path, stage_root / stage_name(path, cfg, langs))
+    results = run_tasks(tasks, cfg, langs)
+    counts = merge_counts(*(results[p]["counts"] for p in tasks))
+    dedup_counts, files = write_shards([results[p] for p in inputs], langs, out_dir / "sentences",
+                                       cfg.shard_size)
+    counts = merge_counts(counts, dedup_counts)
+    counts = {lang: {r: counts.get(lang, {}).get(r, 0) for r in REASONS} for lang in langs}
+    update_stage(out_dir, "prepare", {
+        "config_hash": cfg.stage_hash("prepare"),
+        "inputs": [str(p) for p in inputs],
+        "langs": langs,
+        "shard_size": cfg.shard_size,
+        "counts": counts,
+        "files": {lang: [str(Path(f).relative_to(out_dir)) for f in fs] for lang, fs in files.items()},
+        "seconds": round(time.time() - start, 3),
+        "finished": True,
+    })
+    return counts
+
+
+def check_langs(cfg: Config, langs: list[str]) -> list[str]:
+    """Normalised, de-duplicated ``langs``; MinerError if the LID model lacks one."""
+    out: list[str] = []
+    for lang in langs:
+        code = normalize_lang(lang)
+        if code not in out:
+            out.append(code)
+    if not out:
+        raise MinerError("give at least one --lang")
+    p = cfg.prepare
+    if p.no_lid:
+        if len(out) > 1:
+            raise MinerError("--no-lid needs exactly one --lang (nothing else can tell the languages apart)")
+        return out
+    lid = cached_identifier(p.lid_model)
+    for raw, code in zip(langs, out):
+        if code not in lid.languages:
+            raise MinerError(f"language {raw!r} ({code}) is not known to the LID model "
+                             f"{lid.model_path.name}; use another --lid-model or --no-lid")
+    for code, value in p.lid_thresholds.items():
+        if not 0.0 <= float(value) <= 1.0:
+            raise MinerError(f"lid threshold for {code} must be between 0 and 1, got {value}")
+    if not 0.0 <= p.lid_threshold <= 1.0:
+        raise MinerError(f"lid threshold must be between 0 and 1, got {p.lid_threshold}")
+    return out
+
+
+def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
+    """Staging directory name of an input: its file name and a hash of the file's
+    path, size and mtime and of every setting that changes the result."""
+    st = Path(path).stat()
+    settings = {k: v for k, v in cfg.to_dict()["prepare"].items() if k != "workers"}
+    settings["lid_thresholds"] = {normalize_lang(k): v for k, v in settings["lid_thresholds"].items()}
+    blob = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, langs, settings],
+                      sort_keys=True, default=str)
+    return f"{Path(path).name}-{xxhash.xxh64_hexdigest(blob.encode())}"
+
+
+# -- step 1: one input file -----------------------------------------------------------
+
+def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str]) -> dict[str, dict]:
+    """``prepare_file`` for each pending input, in-process or in a process pool."""
+    results: dict[str, dict] = {}
+    pending = []
+    for path, stage_dir in tasks.items():
+        done = read_done(stage_dir)
+        if done is not None:
+            log.info("%s: already prepared, skipping", path)
+            results[path] = done
+        else:
+            pending.append(path)
+    workers = cfg.prepare.workers or len(os.sched_getaffinity(0))
+    workers = max(1, min(workers, len(pending)))
+    if workers == 1:
+        for path in pending:
+            results[path] = prepare_file(path, cfg, langs, tasks[path], progress=True)
+        return results
+    import multiprocessing
+
+    start = time.time()
+    docs = sents = 0
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(pending), unit="file", desc="prepare", disable=None) as bar:
+        futures = {pool.submit(prepare_file, path, cfg, langs, tasks[path]): path for path in pending}
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            c = result["counts"]
+            docs += sum(v.get("documents", 0) for v in c.values())
+            sents += sum(v.get("sentences", 0) for v in c.values())
+            dt = max(time.time() - start, 1e-9)
+            bar.set_postfix(docs_per_s=f"{docs / dt:.0f}", sents_per_s=f"{sents / dt:.0f}")
+            bar.update(1)
+    return results
+
+
+def read_done(stage_dir: Path) -> Optional[dict]:
+    """The result recorded in ``stage_dir/done.json``, or None if the input is not done."""
+    marker = Path(stage_dir) / "done.json"
+    if not marker.exists():
+        return None
+    try:
+        result = json.loads(marker.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    if not all(Path(f).exists() for fs in result["files"].values() for f in fs):
+        return None
+    return result
+
+
+def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path,
+                 progress: bool = False) -> dict:
+    """Read one input and write its kept sentences per language under ``stage_dir``.
+
+    Returns ``{"source": path, "counts": {lang: {reason: n}}, "files": {lang: [file]}}``
+    and writes the same as ``stage_dir/done.json``, last. Dedup is not done here.
+    """
+    p = cfg.prepare
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    lid = None if p.no_lid else cached_identifier(p.lid_model)
+    thresholds = {lang: p.lid_threshold for lang in langs}
+    thresholds.update({normalize_lang(k): float(v) for k, v in p.lid_thresholds.items()})
+    counts = {lang: dict.fromkeys(REASONS[:5], 0) for lang in langs}
+    writers = {lang: _StageWriter(stage_dir / f"{lang}.parquet") for lang in langs}
+    bar = tqdm(unit="doc", desc=Path(path).name, disable=None if progress else True)
+    start = time.time()
+    n_sents = 0
+    try:
+        for doc in open_reader(path, p.format, cfg):
+            doc_lang = document_language(doc.text, langs, lid)
+            c = counts[doc_lang]
+            c["documents"] += 1
+            for position, raw in enumerate(split_sentences(doc.text, doc_lang)):
+                c["sentences"] += 1
+                n_sents += 1
+                text = normalize_text(raw, p.normalize_punctuation)
+                reason = length_reason(text, p.min_chars, p.max_chars)
+                if reason:
+                    c[reason] += 1
+                    continue
+                if lid is None:
+                    lang, prob = doc_lang, None
+                else:
+                    lang, prob = lid.predict(text)
+                    if lang not in thresholds or prob < thresholds[lang]:
+                        c["wrong_language"] += 1
+                        continue
+                writers[lang].add(sentence_hash(text), text, lang, prob, str(path), doc.doc_id,
+                                  doc.url_or_title, position)
+            bar.update(1)
+            if bar.n % 50 == 0:
+                bar.set_postfix(sents_per_s=f"{n_sents / max(time.time() - start, 1e-9):.0f}")
+        files = {lang: [str(w.close())] for lang, w in writers.items()}
+    finally:
+        bar.close()
+        for w in writers.values():
+            w.abort()
+    result = {"source": str(path), "counts": counts, "files": files}
+    write_json(stage_dir / "done.json", result)
+    return result
+
+
+def document_language(text: str, langs: list[str], lid) -> str:
+    """The language a document is split in: the only ``--lang``, or the most likely
+    of ``langs`` by LID on its first characters (the first ``--lang`` if none is likely)."""
+    if len(langs) == 1 or lid is None:
+        return langs[0]
+    for lang, _ in lid.predict_top(text[:DOC_LID_CHARS], k=10):
+        if lang in langs:
+            return lang
+    return langs[0]
+
+
+class _StageWriter:
+    """Rows of one language of one input, streamed to Parquet in row groups."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+        self._ctx = atomic_path(path)
+        self._tmp = self._ctx.__enter__()
+        self.writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd")
+        self.closed = False
+
+    def add(self, *values) -> None:
+        for name, value in zip(SCHEMA.names, values):
+            self.rows[name].append(value)
+        if len(self.rows["id"]) >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows["id"]:
+            self.writer.write_table(pa.table(self.rows, schema=SCHEMA))
+            self.rows = {name: [] for name in SCHEMA.names}
+
+    def close(self) -> Path:
+        self.flush()
+        self.writer.close()
+        self._ctx.__exit__(None, None, None)
+        self.closed = True
+        return self.path
+
+    def abort(self) -> None:
+        if not self.closed:
+            self.writer.close()
+            self._ctx.__exit__(MinerError, MinerError("aborted"), None)
+            self.closed = True
+
+
+# -- step 2: global dedup and final shards ---------------------------------------------
+
+def write_shards(results: list[dict], langs: list[str], sentences_dir: Path,
+                 shard_size: int) -> tuple[dict, dict[str, list[str]]]:
+    """Dedup each language across ``results`` (in their order; first occurrence wins)
+    and write ``sentences_dir/{lang}/part-NNNNN.parquet`` with ``shard_size`` rows.
+
+    Returns counts ``{lang: {"duplicate": n, "kept": n}}`` and the files per language.
+    Memory: one set of 64-bit ids per language plus one shard of rows.
+    """
+    counts: dict[str, dict[str, int]] = {}
+    files: dict[str, list[str]] = {}
+    for lang in langs:
+        seen: set[int] = set()
+        out = _ShardWriter(sentences_dir / lang, shard_size)
+        dup = 0
+        for result in results:
+            for staged in result["files"].get(lang, []):
+                for batch in pq.ParquetFile(staged).iter_batches(batch_size=FLUSH_ROWS):
+                    ids = batch.column("id").to_pylist()
+                    keep = []
+                    for i, h in enumerate(ids):
+                        if h in seen:
+                            dup += 1
+                        else:
+                            seen.add(h)
+                            keep.append(i)
+                    if keep:
+                        out.add(batch.take(pa.array(keep, type=pa.int32())))
+        files[lang] = out.close()
+        counts[lang] = {"duplicate": dup, "kept": len(seen)}
+    return counts, files
+
+
+class _ShardWriter:
+    """Record batches in, ``part-NNNNN.parquet`` files of exactly ``shard_size`` rows out
+    (the last one shorter), each written atomically; stale higher parts are removed."""
+
+    def __init__(self, directory: Path, shard_size: int):
+        self.dir = directory
+        self.shard_size = shard_size
+        self.pending: list[pa.RecordBatch] = []
+        self.n_pending = 0
+        self.files: list[str] = []
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.pending.append(batch)
+        self.n_pending += batch.num_rows
+        while self.n_pending >= self.shard_size:
+            table = pa.Table.from_batches(self.pending, schema=SCHEMA)
+            self._write(table.slice(0, self.shard_size))
+            rest = table.slice(self.shard_size)
+            self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
+            self.n_pending = rest.num_rows
+
+    def _write(self, table: pa.Table) -> None:
+        path = self.dir / f"part-{len(self.files):05d}.parquet"
+        with atomic_path(path) as tmp:
+            pq.write_table(table, tmp, compression="zstd", row_group_size=min(self.shard_size, 100_000))
+        self.files.append(str(path))
+
+    def close(self) -> list[str]:
+        if self.n_pending or not self.files:
+            self._write(pa.Table.from_batches(self.pending, schema=SCHEMA))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        keep = {Path(f).name for f in self.files}
+        for old in self.dir.glob("part-*.parquet"):
+            if old.name not in keep:
+                old.unlink()
+        return self.files
