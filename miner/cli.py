@@ -178,3 +178,66 @@ def tatoeba(directory, langs, json_file, config_file, **flags):
     if json_file:
         write_json(json_file, {"results": [dict(r.__dict__, err=r.err) for r in results],
                                "average_error": avg})
+
+
+def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[str, float] | None]:
+    """``("0.6", "de=0.7")`` -> ``(0.6, {"de": 0.7})``: a bare number sets the default,
+    ``LANG=P`` a per-language threshold."""
+    from miner.lid import normalize_lang
+
+    default, per_lang = None, {}
+    for value in values:
+        lang, sep, number = value.rpartition("=")
+        try:
+            prob = float(number)
+        except ValueError:
+            raise MinerError(f"bad --lid-threshold {value!r}: expected P or LANG=P, e.g. 0.5 or de=0.7") from None
+        if sep:
+            per_lang[normalize_lang(lang)] = prob
+        else:
+            default = prob
+    return default, per_lang or None
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--lang", "langs", multiple=True, required=True,
+              help="Language to keep (2- or 3-letter ISO 639 code); repeat for several.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Output directory: sentences/{lang}/part-*.parquet and manifest.json.")
+@click.option("--format", "format_", default=None,
+              type=click.Choice(["auto", "wiki", "wet", "warc", "text", "jsonl", "parquet"]),
+              help="Input format (default: from the file name and magic bytes).")
+@click.option("--paragraphs", is_flag=True, default=None,
+              help="Plain text: documents are blank-line-separated blocks, not lines.")
+@click.option("--text-field", default=None, help="JSONL/Parquet field holding the text [text].")
+@click.option("--id-field", default=None, help="JSONL/Parquet field holding the document id.")
+@click.option("--min-chars", type=int, default=None, help="Drop shorter sentences [10].")
+@click.option("--max-chars", type=int, default=None, help="Drop longer sentences [500].")
+@click.option("--normalize-punctuation", is_flag=True, default=None,
+              help="Apply Moses-style punctuation normalisation.")
+@click.option("--lid-model", type=click.Path(), default=None,
+              help="fastText LID model (lid.176.bin, GlotLID, OpenLID) [lid.176.ftz].")
+@click.option("--lid-threshold", "lid_threshold_values", multiple=True,
+              help="Minimum LID probability [0.5]; LANG=P sets one language's, e.g. de=0.7. Repeatable.")
+@click.option("--no-lid", is_flag=True, default=None, help="Skip language ID (one --lang only).")
+@click.option("--workers", type=int, default=None, help="Inputs processed in parallel [cores].")
+@click.option("--shard-size", type=int, default=None, help="Rows per output shard [100000].")
+@click.option("--config", "config_file", type=click.Path(), default=None,
+              help="TOML file with the same settings.")
+@user_errors
+def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, **flags):
+    """Read INPUT files, split, filter and language-identify their sentences."""
+    from miner.prepare import prepare as run_prepare
+
+    if not inputs:
+        raise MinerError("give at least one INPUT file")
+    default, per_lang = _parse_lid_thresholds(lid_threshold_values)
+    cfg = build_config(config_file, format=format_, lid_threshold=default, **flags)
+    if per_lang:
+        cfg.prepare.lid_thresholds = {**cfg.prepare.lid_thresholds, **per_lang}
+    counts = run_prepare(cfg, list(inputs), list(langs), out_dir)
+    for lang, c in counts.items():
+        click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
+                   f"{c['kept']} kept ({c['too_short']} too short, {c['too_long']} too long, "
+                   f"{c['wrong_language']} wrong language, {c['duplicate']} duplicate)")
