@@ -82,7 +82,8 @@ def _knn_tile_body(q_ptr, y_ptr, sims_ptr, ids_ptr,
     row_ok = rows < n
     slot = tl.arange(0, K_PAD)
     # running top-K per row, unsorted; slots >= K hold +inf so they are never "worst"
-    top_s = tl.where(slot[None, :] < K, float("-inf"), float("inf")) + tl.zeros((BLOCK_M, K_PAD), tl.float32)
+    top_s = tl.full((BLOCK_M, K_PAD), float("-inf"), tl.float32)
+    top_s = tl.where(slot[None, :] < K, top_s, float("inf"))
     top_i = tl.full((BLOCK_M, K_PAD), -1, tl.int64)
     worst = tl.full((BLOCK_M,), float("-inf"), tl.float32)
 
@@ -105,11 +106,10 @@ def _knn_tile_body(q_ptr, y_ptr, sims_ptr, ids_ptr,
                 acc = tl.dot(q, yt, acc)
         s = tl.where(row_ok[:, None] & col_ok[None, :], acc, float("-inf"))
 
-        # entries that would enter the list; ids only grow, so ties with worst lose
-        n_new = tl.max(tl.sum((s > worst[:, None]).to(tl.int32), axis=1), axis=0)
-        n_new = tl.minimum(n_new, K)
-        for _ in range(n_new):
-            best = tl.max(s, axis=1)
+        # extract the tile's best entries while one would enter some row's list;
+        # ids only grow during the scan, so an entry that only ties the worst loses
+        best = tl.max(s, axis=1)
+        while tl.max((best > worst).to(tl.int32), axis=0) > 0:
             best_col = tl.min(tl.where(s == best[:, None], cols[None, :], 2147483647), axis=1)
             take = best > worst
             # evict the worst slot: lowest sim, then highest id, then lowest slot
@@ -121,6 +121,7 @@ def _knn_tile_body(q_ptr, y_ptr, sims_ptr, ids_ptr,
             top_i = tl.where(put, best_col.to(tl.int64)[:, None] + id_offset, top_i)
             worst = tl.min(top_s, axis=1)
             s = tl.where(cols[None, :] == best_col[:, None], float("-inf"), s)
+            best = tl.max(s, axis=1)
 
     out = pid_s * stride_split + rows.to(tl.int64)[:, None] * stride_row + slot[None, :]
     out_ok = row_ok[:, None] & (slot[None, :] < K)
