@@ -205,3 +205,17 @@ def test_auto_backend_is_faiss_without_cuda():
 
     if not torch.cuda.is_available():
         assert auto_backend() == "faiss"
+
+
+def test_benchmark_script_runs_on_the_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA the benchmark runs full sizes")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "knn_gpu.py")
+    run = subprocess.run([sys.executable, script, "--n", "16", "--m", "40", "--d", "32", "--k", "4"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "|---" not in line]
+    assert [r.split("|")[1].strip() for r in rows[1:]] == ["triton", "faiss", "torch"]
+    assert all(r.split("|")[7].strip() == "1.0000" for r in rows[2:])
