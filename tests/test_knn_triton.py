@@ -219,3 +219,17 @@ def test_benchmark_script_runs_on_the_cpu():
     rows = [line for line in run.stdout.splitlines() if line.startswith("| ") and "|---" not in line]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["triton", "faiss", "torch"]
     assert all(r.split("|")[7].strip() == "1.0000" for r in rows[2:])
+
+
+def test_autotune_configs_fit_shared_memory_and_fp32_halves_block_d():
+    from miner.knn import triton_kernel as tk
+
+    def smem(bm, bn, bd, stages, itemsize=2):
+        return (bm + bn) * bd * itemsize * stages
+
+    assert all(smem(bm, bn, bd, st) <= 227 * 1024 for bm, bn, bd, _, st in tk.HOPPER_CONFIGS)
+    assert all(smem(bm, bn, bd, st) <= 99 * 1024 for bm, bn, bd, _, st in tk.AMPERE_CONFIGS)
+    configs = [triton.Config({"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_D": 64}, num_warps=8, num_stages=4)]
+    assert tk._prune(configs, {}, IEEE=False) is configs
+    (c,) = tk._prune(configs, {}, IEEE=True)
+    assert c.kwargs["BLOCK_D"] == 32 and c.num_warps == 8 and c.num_stages == 4
