@@ -96,7 +96,6 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
     in_page = False
     started = False
     wrapped = False
-    lineno_hint = 0
     try:
         with open_binary(path) as f:
             while True:
@@ -115,12 +114,12 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
                         parser.feed(b"<mediawiki>")
                         wrapped = True
                     chunk = stripped
-                lineno_hint += chunk.count(b"\n")
-                try:
+                try:  # expat errors surface from read_events(), not feed()
                     parser.feed(chunk)
+                    events = list(parser.read_events())
                 except ET.ParseError as e:
-                    raise MinerError(f"{path}: malformed XML ({_where(e, lineno_hint)})") from None
-                for event, elem in parser.read_events():
+                    raise MinerError(f"{path}: malformed XML ({_where(e)})") from None
+                for event, elem in events:
                     tag = _local(elem.tag)
                     if event == "start":
                         if root is None:
@@ -157,9 +156,9 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
             log.warning("%s: ends before the closing </mediawiki> (truncated dump)", path)
 
 
-def _where(err: ET.ParseError, lines_read: int) -> str:
-    line, col = getattr(err, "position", (0, 0))
-    return f"{err.msg if hasattr(err, 'msg') else err}; near line {line}" if line else str(err)
+def _where(err: ET.ParseError) -> str:
+    """The parser's message; its line numbers count from the start of the file."""
+    return str(err)
 
 
 def _local(tag: str) -> str:

@@ -1,0 +1,139 @@
+"""MediaWiki readers on every real excerpt in ../shared/data/wikipedia."""
+
+import bz2
+import itertools
+import lzma
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from miner.errors import MinerError
+from miner.readers import detect_format, open_reader
+from miner.readers.wiki import iter_pages, read_wiki, wikitext_to_text
+from miner.sentences import split_sentences
+
+WIKI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia"
+needs_data = pytest.mark.skipif(not WIKI.exists(), reason=f"real Wikipedia excerpts not found at {WIKI}")
+
+TRUNCATED = sorted(WIKI.glob("*wiki-truncated-100k.xml.xz")) if WIKI.exists() else []
+ENWIKI = sorted(WIKI.glob("enwiki-*.bz2")) if WIKI.exists() else []
+PAGES = sorted((WIKI / "pages").glob("*.xml")) if WIKI.exists() else []
+MARKUP = ("{{", "}}", "[[", "]]", "{|", "|}", "<ref", "'''", "thumb|")
+FILE_LINE = re.compile(r"^\s*(File|Datei|Fichier|Image|Bild):", re.M)
+SPLIT_LANG = {"zh": "zh", "ja": "ja", "simple": "en"}
+# wikitext conversion costs ~0.1 s per long article: the big dumps are checked on
+# their first articles here (all of their pages still go through the XML reader below)
+MAX_ARTICLES = 80
+
+
+def wiki_lang(path: Path) -> str:
+    code = path.name.split("wiki")[0]
+    return SPLIT_LANG.get(code, code)
+
+
+def assert_clean(text: str, where: str) -> None:
+    for token in MARKUP:
+        assert token not in text, f"{where}: {token!r} survived"
+    assert not FILE_LINE.search(text), f"{where}: a file line survived"
+
+
+@needs_data
+def test_data_is_all_there():
+    assert len(TRUNCATED) == 7 and len(ENWIKI) == 2 and len(PAGES) == 28
+
+
+@needs_data
+@pytest.mark.parametrize("path", TRUNCATED + ENWIKI + PAGES, ids=lambda p: p.name)
+def test_every_excerpt_yields_clean_articles_and_sentences(path):
+    assert detect_format(path) == "wiki"
+    docs = list(itertools.islice(read_wiki(path), MAX_ARTICLES))
+    assert docs, f"{path.name}: no articles"
+    n_sentences = 0
+    for doc in docs:
+        assert doc.doc_id and doc.url_or_title and doc.meta["rev_id"]
+        assert_clean(doc.text, f"{path.name} page {doc.doc_id}")
+        n_sentences += sum(1 for _ in split_sentences(doc.text, wiki_lang(path)))
+    assert n_sentences > len(docs)
+
+
+def _raw_xml(path: Path) -> str:
+    opener = lzma.open if path.suffix == ".xz" else bz2.open if path.suffix == ".bz2" else open
+    with opener(path, "rb") as f:
+        return f.read().decode("utf-8")
+
+
+@needs_data
+@pytest.mark.parametrize("path", TRUNCATED, ids=lambda p: p.name)
+def test_truncated_dump_yields_every_complete_page_and_one_warning(path, caplog):
+    raw = _raw_xml(path)
+    complete = raw.count("</page>")
+    last_id = re.findall(r"<page>\s*<title>[^<]*</title>\s*<ns>\d+</ns>\s*<id>(\d+)</id>",
+                         raw[: raw.rindex("</page>")])[-1]
+    with caplog.at_level(logging.WARNING):
+        pages = list(iter_pages(path))
+    assert len(pages) == complete
+    assert pages[-1]["id"] == last_id
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "truncated" in warnings[0].getMessage()
+
+
+@needs_data
+def test_only_namespace_zero_articles_without_redirects(monkeypatch):
+    monkeypatch.setattr("miner.readers.wiki.wikitext_to_text", lambda text, *a: "x")
+    path = next(p for p in TRUNCATED if p.name.startswith("ja"))
+    pages = list(iter_pages(path))
+    articles = {d.doc_id for d in read_wiki(path)}
+    assert any(p.get("ns") != "0" for p in pages)
+    for p in pages:
+        if p.get("ns") != "0" or p.get("redirect"):
+            assert p["id"] not in articles
+
+
+def test_wikitext_rules():
+    wikitext = (
+        "{{Infobox person|name=X}}'''Ada''' was a [[mathematician|maths person]] from "
+        "[[London]].<ref>Source</ref> She wrote [http://example.org notes].<!-- hidden -->\n"
+        "== Life ==\n* First item here.\n* Second item.\n"
+        "[[File:Ada.jpg|thumb|A portrait of [[Ada]]]]\n"
+        "{| class=\"wikitable\"\n| cell || cell\n|}\n"
+        "She used &nbsp;entities &amp; <small>small text</small>.\n"
+        "[[Category:Mathematicians]]\n[[de:Ada Lovelace]]"
+    )
+    text = wikitext_to_text(wikitext)
+    assert text.split("\n") == [
+        "Ada was a maths person from London. She wrote notes.",
+        "First item here.", "Second item.",
+        "She used \xa0entities & small text.",
+    ]
+
+
+def test_bare_page_fragments_and_all_compressions(tmp_path):
+    page = ("<page><title>T{i}</title><ns>0</ns><id>{i}</id><revision><id>9{i}</id>"
+            "<text>Sentence number {i} is here. Another one follows.</text></revision></page>\n")
+    xml = "".join(page.format(i=i) for i in range(3)).encode()
+    import gzip
+
+    for name, data in [("a.xml", xml), ("a.xml.gz", gzip.compress(xml)),
+                       ("a.xml.bz2", bz2.compress(xml[:100]) + bz2.compress(xml[100:])),  # multistream
+                       ("a.xml.xz", lzma.compress(xml)), ("noext", bz2.compress(xml))]:
+        (tmp_path / name).write_bytes(data)
+        docs = list(open_reader(tmp_path / name, "auto"))
+        assert [d.doc_id for d in docs] == ["0", "1", "2"], name
+        assert docs[1].meta == {"page_id": "1", "rev_id": "91", "title": "T1"}
+
+
+def test_corrupt_bz2_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.xml.bz2"
+    good = bz2.compress(b"<mediawiki><page><title>x</title></page></mediawiki>" * 100)
+    path.write_bytes(good[:20] + b"\x00" * 50 + good[70:])
+    with pytest.raises(MinerError, match="bad.xml.bz2"):
+        list(open_reader(path))
+
+
+def test_malformed_xml_is_an_error(tmp_path):
+    path = tmp_path / "bad.xml"
+    path.write_text("<mediawiki><page><title>x</title><ns>0</ns><<<</page>" + "x" * 10 + "</mediawiki>")
+    with pytest.raises(MinerError, match="malformed XML"):
+        list(read_wiki(path))
