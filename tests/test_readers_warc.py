@@ -1,0 +1,91 @@
+"""WARC readers: a WET file in Common Crawl's layout, and HTML response records."""
+
+import gzip
+from io import BytesIO
+
+import pytest
+from warcio.statusandheaders import StatusAndHeaders
+from warcio.warcwriter import WARCWriter
+
+from miner.errors import MinerError
+from miner.readers import detect_format, open_reader
+
+PAGES = [
+    ("https://example.de/wetter", "deu", "Heute regnet es in Berlin. Morgen scheint die Sonne."),
+    ("https://example.fr/meteo", "fra,eng", "Il pleut à Paris aujourd'hui.\nDemain il fera beau."),
+    ("https://example.com/nolang", None, "A page whose language Common Crawl did not identify."),
+]
+
+
+def write_wet(path):
+    """A WET file as Common Crawl writes it: warcinfo, then one conversion record per page."""
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        info = writer.create_warcinfo_record(path.name, {
+            "Software-Info": "ia-web-commons.1.1.10-SNAPSHOT",
+            "Extracted-Date": "Mon, 01 Jan 2024 00:00:00 GMT",
+            "robots": "checked via crawler-commons",
+            "isPartOf": "CC-MAIN-2024-01",
+            "operator": "Common Crawl Admin (info@commoncrawl.org)",
+            "description": "Wide crawl of the web",
+            "publisher": "Common Crawl",
+        })
+        writer.write_record(info)
+        for i, (url, lang, text) in enumerate(PAGES):
+            headers = {
+                "WARC-Target-URI": url,
+                "WARC-Date": f"2024-01-0{i + 1}T10:00:00Z",
+                "WARC-Refers-To": f"<urn:uuid:00000000-0000-0000-0000-00000000000{i}>",
+                "WARC-Block-Digest": "sha1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+                "Content-Type": "text/plain",
+            }
+            if lang:
+                headers["WARC-Identified-Content-Language"] = lang
+            record = writer.create_warc_record(url, "conversion", payload=BytesIO(text.encode()),
+                                               warc_headers_dict=headers)
+            writer.write_record(record)
+
+
+def test_wet_in_common_crawl_layout_reads_back(tmp_path):
+    path = tmp_path / "CC-MAIN-test.warc.wet.gz"
+    write_wet(path)
+    assert detect_format(path) == "wet"
+    docs = list(open_reader(path))
+    assert [d.url_or_title for d in docs] == [u for u, _, _ in PAGES]
+    assert [d.text for d in docs] == [t for _, _, t in PAGES]
+    assert [d.meta.get("lang") for d in docs] == [l for _, l, _ in PAGES]
+    assert docs[0].meta["date"] == "2024-01-01T10:00:00Z"
+    assert docs[1].meta["refers_to"].startswith("<urn:uuid:")
+    assert all(d.doc_id.startswith("<urn:uuid:") for d in docs)
+
+
+def test_warc_html_responses_are_extracted(tmp_path):
+    path = tmp_path / "crawl.warc.gz"
+    body = ("<html><head><title>T</title></head><body><nav>Home | About</nav><article>"
+            "<h1>Weather report</h1><p>It is raining heavily in London today, and the wind "
+            "is strong along the river.</p><p>Tomorrow the sun will shine again over the "
+            "whole of the south of England.</p></article><footer>(c) 2024</footer>"
+            "</body></html>").encode()
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=True)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html; charset=utf-8")],
+                                protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://example.org/a", "response",
+                                                      payload=BytesIO(body), http_headers=http))
+        img = StatusAndHeaders("200 OK", [("Content-Type", "image/png")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://example.org/b.png", "response",
+                                                      payload=BytesIO(b"\x89PNG"), http_headers=img))
+    assert detect_format(path) == "warc"
+    docs = list(open_reader(path))
+    assert len(docs) == 1 and docs[0].url_or_title == "https://example.org/a"
+    assert "raining heavily in London" in docs[0].text
+    assert "Home | About" not in docs[0].text
+
+
+def test_corrupt_warc_is_one_clear_error(tmp_path):
+    path = tmp_path / "bad.warc.wet.gz"
+    write_wet(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:200] + b"\x00" * 100 + data[300:])
+    with pytest.raises(MinerError, match="bad.warc.wet.gz"):
+        list(open_reader(path, "wet"))
