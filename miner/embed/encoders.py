@@ -110,7 +110,9 @@ class SentenceTransformerEncoder:
             self._model.half()
         self.model_name = model
         self.batch_size = batch_size
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
 
     def encode(self, sentences: list[str]) -> np.ndarray:
         if len(sentences) == 0:

@@ -1,0 +1,24 @@
+"""Shared test fixtures: where the real evaluation data lives."""
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+EXAMPLES = REPO / "examples"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, skipping the test when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real evaluation data not found at {path} (../shared/data beside the repo)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def muse():
+    from miner.embed import load_encoder
+
+    return load_encoder("muse")
