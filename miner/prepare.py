@@ -198,7 +198,9 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
     stage_dir.mkdir(parents=True, exist_ok=True)
     lid = None if p.no_lid else cached_identifier(p.lid_model)
     thresholds = {lang: p.lid_threshold for lang in langs}
-    thresholds.update({normalize_lang(k): float(v) for k, v in p.lid_thresholds.items()})
+    for code, value in p.lid_thresholds.items():  # overrides for other languages: unused
+        if normalize_lang(code) in thresholds:
+            thresholds[normalize_lang(code)] = float(value)
     counts = {lang: dict.fromkeys(REASONS[:5], 0) for lang in langs}
     writers = {lang: _StageWriter(stage_dir / f"{lang}.parquet") for lang in langs}
     bar = tqdm(unit="doc", desc=Path(path).name, disable=None if progress else True)

@@ -1,0 +1,174 @@
+"""The prepare stage and the ``mine prepare`` command: shards, dedup, resume, errors."""
+
+import bz2
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import miner.prepare as prepare_mod
+from miner.cli import main
+from miner.config import Config
+from miner.errors import MinerError
+from miner.io import MAX_LINE_BYTES
+from miner.prepare import prepare
+from miner.sentences import sentence_hash
+
+EN = ["The weather in London is rainy today.", "My brother works at the central library.",
+      "We will travel to the mountains next summer.", "She reads a book every evening."]
+DE = ["Das Wetter in Berlin ist heute sehr schlecht.", "Mein Bruder arbeitet in der Bibliothek.",
+      "Wir fahren im nächsten Sommer in die Berge.", "Sie liest jeden Abend ein Buch."]
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    a = tmp_path / "a.txt"
+    b = tmp_path / "b.txt"
+    # documents mix languages; b repeats two of a's sentences and adds a short one
+    a.write_text(f"{EN[0]} {EN[1]}\n{DE[0]} {DE[1]}\n{EN[2]}\n", encoding="utf-8")
+    b.write_text(f"{EN[0]} Short.\n{DE[1]} {DE[2]} {DE[3]}\n{EN[3]} {EN[1]}\n", encoding="utf-8")
+    return [str(a), str(b)]
+
+
+def read_lang(out: Path, lang: str) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in sorted((out / "sentences" / lang).glob("part-*.parquet")))
+
+
+def config(**prepare_settings) -> Config:
+    cfg = Config(shard_size=2)
+    cfg.prepare.workers = 1
+    for k, v in prepare_settings.items():
+        setattr(cfg.prepare, k, v)
+    return cfg
+
+
+def test_shards_columns_dedup_and_counts(tmp_path, inputs):
+    out = tmp_path / "out"
+    counts = prepare(config(), inputs, ["eng", "deu"], out)
+    en, de = read_lang(out, "en"), read_lang(out, "de")
+    assert en.column("text").to_pylist() == [EN[0], EN[1], EN[2], EN[3]]
+    assert de.column("text").to_pylist() == [DE[0], DE[1], DE[2], DE[3]]
+    assert en.schema.field("id").type == pa.uint64()
+    assert en.schema.names == ["id", "text", "lang", "lid_prob", "source", "doc_id", "url_or_title", "position"]
+    assert en.column("id").to_pylist() == [sentence_hash(t) for t in EN]
+    assert set(en.column("lang").to_pylist()) == {"en"}
+    assert min(en.column("lid_prob").to_pylist()) >= 0.5
+    assert en.column("source").to_pylist() == [inputs[0]] * 3 + [inputs[1]]
+    assert en.column("position").to_pylist() == [0, 1, 0, 0]
+    assert sorted(p.name for p in (out / "sentences" / "en").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert counts["en"]["duplicate"] == 2 and counts["en"]["kept"] == 4  # EN[0] and EN[1] again
+    assert counts["de"]["duplicate"] == 1 and counts["de"]["kept"] == 4
+    assert counts["en"]["too_short"] + counts["de"]["too_short"] == 1
+    total = counts["en"]["documents"] + counts["de"]["documents"]
+    assert total == 6
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["prepare"]["counts"] == counts
+    assert manifest["stages"]["prepare"]["finished"]
+
+
+def test_output_is_byte_identical_whatever_the_workers(tmp_path, inputs):
+    prepare(config(workers=1), inputs, ["en", "de"], tmp_path / "one")
+    prepare(config(workers=2), inputs, ["en", "de"], tmp_path / "two")
+    for lang in ("en", "de"):
+        one = sorted((tmp_path / "one" / "sentences" / lang).glob("*.parquet"))
+        two = sorted((tmp_path / "two" / "sentences" / lang).glob("*.parquet"))
+        assert [p.name for p in one] == [p.name for p in two]
+        assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, two))
+
+
+def test_rerun_skips_completed_inputs(tmp_path, inputs, monkeypatch):
+    out = tmp_path / "out"
+    first = prepare(config(), inputs, ["en", "de"], out)
+    before = {p: p.read_bytes() for p in (out / "sentences").rglob("*.parquet")}
+    calls = []
+    real = prepare_mod.prepare_file
+    monkeypatch.setattr(prepare_mod, "prepare_file", lambda path, *a, **k: calls.append(path) or real(path, *a, **k))
+    assert prepare(config(), inputs, ["en", "de"], out) == first
+    assert calls == []
+    assert {p: p.read_bytes() for p in (out / "sentences").rglob("*.parquet")} == before
+    Path(inputs[1]).write_text(EN[3] + "\n", encoding="utf-8")  # a changed input is redone
+    prepare(config(), inputs, ["en", "de"], out)
+    assert calls == [inputs[1]]
+
+
+def test_no_lid_and_thresholds(tmp_path, inputs):
+    counts = prepare(config(no_lid=True), inputs, ["en"], tmp_path / "nolid")
+    assert counts["en"]["wrong_language"] == 0
+    assert read_lang(tmp_path / "nolid", "en").column("lid_prob").null_count > 0
+    strict = prepare(config(lid_thresholds={"deu": 0.99}), inputs, ["en", "de"], tmp_path / "strict")
+    assert strict["de"]["kept"] == 3  # "Mein Bruder arbeitet in der Bibliothek." scores 0.96
+    assert min(read_lang(tmp_path / "strict", "de").column("lid_prob").to_pylist()) >= 0.99
+    with pytest.raises(MinerError, match="between 0 and 1"):
+        prepare(config(lid_threshold=1.5), inputs, ["en"], tmp_path / "x")
+    with pytest.raises(MinerError, match="exactly one --lang"):
+        prepare(config(no_lid=True), inputs, ["en", "de"], tmp_path / "x")
+    with pytest.raises(MinerError, match="not known to the LID model"):
+        prepare(config(), inputs, ["tlh"], tmp_path / "x")
+
+
+def test_real_wiki_page_end_to_end(tmp_path):
+    page = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "wikipedia" / "pages" / "dewiki-20130602-id1.xml"
+    if not page.exists():
+        pytest.skip(f"real Wikipedia page not found at {page}")
+    counts = prepare(config(), [str(page)], ["de"], tmp_path / "out")
+    table = read_lang(tmp_path / "out", "de")
+    assert counts["de"]["kept"] == table.num_rows > 20
+    assert set(table.column("url_or_title").to_pylist()) == {"Alan Smithee"}
+    assert set(table.column("doc_id").to_pylist()) == {"1"}
+
+
+# -- the command ---------------------------------------------------------------------
+
+def run_cli(*args):
+    return CliRunner().invoke(main, ["prepare", *map(str, args)])
+
+
+def test_cli_prepare_with_flags_and_config(tmp_path, inputs):
+    result = run_cli(*inputs, "--lang", "en", "--lang", "de", "--out", tmp_path / "out",
+                     "--shard-size", "3", "--workers", "1", "--lid-threshold", "0.4",
+                     "--lid-threshold", "de=0.6", "--min-chars", "5")
+    assert result.exit_code == 0, result.output
+    assert "en: " in result.stdout and "de: " in result.stdout
+    assert len(list((tmp_path / "out" / "sentences" / "en").glob("part-*.parquet"))) == 2
+    toml = tmp_path / "run.toml"
+    toml.write_text('shard_size = 10\n[prepare]\nmax_chars = 35\nlid_thresholds = {de = 0.6}\n')
+    result = run_cli(*inputs, "--lang", "en", "--out", tmp_path / "out2", "--config", toml)
+    assert result.exit_code == 0, result.output
+    assert read_lang(tmp_path / "out2", "en").column("text").to_pylist() == [EN[3]]
+
+
+def _corrupt_bz2(path):
+    data = bz2.compress(("<mediawiki>" + "<page><title>x</title></page>" * 2000 + "</mediawiki>").encode())
+    path.write_bytes(data[:40] + b"\x00" * 200 + data[240:])
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("dump.xml.bz2", _corrupt_bz2, "corrupt"),
+    ("broken.txt", lambda p: p.write_bytes(b"ok line\n\xc3\x28 broken\n"), "not valid UTF-8"),
+    ("empty.txt", lambda p: p.write_bytes(b""), "file is empty"),
+    ("long.txt", lambda p: p.write_bytes(b"a" * (10 << 20) + b"\n"), "line longer than"),
+    ("missing.txt", lambda p: None, "no such file"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, name, make, message):
+    path = tmp_path / name
+    make(path)
+    result = run_cli(path, "--lang", "en", "--out", tmp_path / "out", "--workers", "1")
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith("mine: error: ") and name in lines[0] and message in lines[0]
+
+
+def test_cli_unknown_language_subprocess_has_no_traceback(tmp_path, inputs):
+    mine = Path(sys.executable).parent / "mine"
+    if not mine.exists():
+        pytest.skip(f"the mine command is not installed beside {sys.executable}")
+    proc = subprocess.run([str(mine), "prepare", inputs[0], "--lang", "tlh", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "not known to the LID model" in proc.stderr
