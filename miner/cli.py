@@ -241,3 +241,90 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
         click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
                    f"{c['kept']} kept ({c['too_short']} too short, {c['too_long']} too long, "
                    f"{c['wrong_language']} wrong language, {c['duplicate']} duplicate)")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--lang", "langs", multiple=True, required=True, help="Language(s) to embed.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
+@click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]), help="[muse]")
+@click.option("--model", help="Model id or path (sentence-transformers).")
+@click.option("--batch-size", type=int, help="Sentences per encoder batch.")
+@click.option("--device", help="auto | cpu | cuda | cuda:N [auto].")
+@click.option("--embed-dtype", type=click.Choice(["float16", "float32"]),
+              help="Storage dtype of the embeddings [float16].")
+@user_errors
+def embed(directory, langs, config_file, **flags):
+    """Embed the sentence shards of DIRECTORY (from `mine prepare`), resumably."""
+    from miner.embed.encoders import load_encoder
+    from miner.embed.stage import run_embed
+    from miner.lid import normalize_lang
+
+    cfg = build_config(config_file, **flags)
+    e = cfg.embed
+    encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
+    for lang in langs:
+        c = run_embed(cfg, directory, normalize_lang(lang), encoder)
+        click.echo(f"embed {lang}: {c['sentences_embedded']} sentences in "
+                   f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--pair", "lang_pairs", multiple=True, required=True, help="e.g. de-en.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
+@click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")
+@click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]), help="[max]")
+@click.option("--shard-size", type=int, help="Rows per output part.")
+@user_errors
+def score(directory, lang_pairs, config_file, **flags):
+    """Score stored neighbours with a margin into candidate pairs."""
+    from miner.config import parse_pair
+    from miner.lid import normalize_lang
+    from miner.score import run_score
+
+    cfg = build_config(config_file, **flags)
+    for p in lang_pairs:
+        src, tgt = (normalize_lang(x) for x in parse_pair(p))
+        c = run_score(cfg, directory, src, tgt)
+        click.echo(f"score {src}-{tgt}: {c['candidates']} candidates")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML file with inputs, pairs, out and any stage setting.")
+@click.option("--pair", "pairs", multiple=True, help="Language pair, e.g. de-en (repeatable).")
+@click.option("--out", help="Output directory [work].")
+@click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]), help="[muse]")
+@click.option("--model", help="Model id or path (sentence-transformers).")
+@click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4].")
+@click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")
+@click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]), help="[max]")
+@click.option("--threshold", type=float, help="Margin threshold for the bitext.")
+@click.option("--index", type=click.Choice(["flat", "ivf", "ivfpq", "auto"]), help="[flat]")
+@click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]))
+@click.option("--max-memory", help="Memory budget of kNN blocks, e.g. 8G.")
+@click.option("--shard-size", type=int, help="Rows per shard.")
+@click.option("--min-chars", type=int, help="Shortest sentence kept [10].")
+@click.option("--max-chars", type=int, help="Longest sentence kept [500].")
+@click.option("--no-lid", is_flag=True, default=None, help="Skip language identification.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where stages run [local].")
+@click.option("--ray-address", help="Ray cluster address (with --executor ray).")
+@user_errors
+def run(inputs, config_file, pairs, **flags):
+    """Run every stage, from INPUTS (dumps, text, JSONL...) to filtered bitext.
+
+    Stages whose outputs are complete are skipped, so rerunning after a crash resumes.
+    """
+    from miner.pipeline import run_pipeline
+
+    cfg = build_config(config_file, **flags)
+    if inputs:
+        cfg.inputs = list(inputs)
+    if pairs:
+        cfg.pairs = list(pairs)
+    summary = run_pipeline(cfg, progress=lambda msg: click.echo(msg, err=True))
+    for pair, counts in summary["pairs"].items():
+        kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
+        click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")

@@ -10,9 +10,7 @@ Example ``run.toml``::
     out = "work"
     pairs = ["de-en", "fr-en"]
 
-    [inputs]
-    de = ["dumps/dewiki-pages-articles.xml.bz2"]
-    en = ["dumps/enwiki-pages-articles.xml.bz2"]
+    inputs = ["dumps/dewiki-pages-articles.xml.bz2", "dumps/enwiki-pages-articles.xml.bz2"]
 
     [embed]
     encoder = "muse"
@@ -113,7 +111,8 @@ class Config:
 
     out: str = "work"
     pairs: list[str] = field(default_factory=list)  # e.g. ["de-en"]
-    inputs: dict[str, list[str]] = field(default_factory=dict)  # lang -> paths
+    # input files of any language: prepare assigns each document to a language by LID
+    inputs: list[str] = field(default_factory=list)
     shard_size: int = 100_000
     executor: str = "local"  # local | ray
     ray_address: Optional[str] = None
@@ -143,10 +142,7 @@ class Config:
             raise MinerError(f"{path}: {e}") from None
         # relative input paths are relative to the config file
         base = path.parent
-        cfg.inputs = {
-            lang: [p if Path(p).is_absolute() else str(base / p) for p in paths]
-            for lang, paths in cfg.inputs.items()
-        }
+        cfg.inputs = [p if Path(p).is_absolute() else str(base / p) for p in cfg.inputs]
         return cfg
 
     def update(self, values: dict[str, Any]) -> "Config":
