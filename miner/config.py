@@ -101,6 +101,7 @@ class FilterConfig:
     drop_copies: bool = True
     number_mismatch: bool = True
     strict_numbers: bool = False  # multisets of numbers must be equal (default: lenient)
+    number_min_digits: int = 3  # lenient mode: only numbers this long can disagree
     drop_junk: bool = True
     pair_dedup: bool = True
     one_to_one: bool = False
