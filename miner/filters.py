@@ -1,0 +1,404 @@
+"""Filters over scored sentence pairs, each a small step that counts what it drops.
+
+A batch of pairs is a pandas DataFrame with the columns of the scores Parquet
+(``src_text``, ``tgt_text``, ``score``, ``src_id``, ``tgt_id``, ``src_doc_id``, ...),
+best first. Each filter has a stable ``name`` (the reason its drops are counted
+under) and ``keep(df) -> bool mask``. Filters that need to remember earlier batches
+(pair dedup, one-to-one, the per-document cap) keep that state in the object, so a
+``FilterPipeline`` can be fed the candidates batch by batch, best first, and gives
+the same result as on one big batch.
+
+The pipeline runs them in this fixed order (cheap and stateless first, LID late
+because it is the slowest, the stateful ones last so that they only see pairs that
+survived everything else):
+
+    below_threshold, junk, copy, length_ratio, number_mismatch, lid_mismatch,
+    duplicate_pair, not_one_to_one, doc_pair_cap
+
+See ``docs/outputs.md`` for the defaults and why.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from collections import Counter
+from typing import Iterable, Optional, Protocol
+
+import numpy as np
+import pandas as pd
+
+from miner.config import Config
+from miner.errors import MinerError
+from miner.lid import normalize_lang
+from miner.sentences import sentence_hash
+
+log = logging.getLogger(__name__)
+
+REASONS = ("below_threshold", "junk", "copy", "length_ratio", "number_mismatch",
+           "lid_mismatch", "duplicate_pair", "not_one_to_one", "doc_pair_cap")
+
+# Default threshold per (encoder, margin) when none is given. mUSE ratio-margin scores
+# that maximise F1 on BUCC training are 1.31-1.34 (de, fr, ru, zh; docs/outputs.md);
+# 1.30 keeps a little more recall and leaves the precision work to the other filters.
+# LASER's WikiMatrix used 1.04-1.06 for its own embeddings, which would keep nearly
+# every mUSE candidate. Unknown combinations get no threshold (all candidates kept).
+DEFAULT_THRESHOLDS = {("muse", "ratio"): 1.30}
+
+# Character length ratio src/tgt allowed by default, and the wider one used when one
+# side is written in a script with far more information per character.
+DEFAULT_LENGTH_RATIO = (0.5, 2.0)
+COMPACT_LANGS = {"zh": 4.0, "ja": 3.0, "th": 1.5, "yue": 4.0, "wuu": 4.0}
+# A compact language's typical chars-per-char factor against an alphabetic script
+# (English sentences are ~3.5x as long as their Chinese translation in characters).
+
+
+class Step(Protocol):
+    name: str
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray: ...
+
+
+# --- text helpers (pure) -----------------------------------------------------------
+
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|de|fr|ru|cn|uk|io)"
+                  r"(?:/\S*)?\b", re.IGNORECASE)
+_EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
+# a number: digits in any script, with thousands/decimal separators between digit runs;
+# "40 000" (space-grouped thousands) is one number
+_NUMBER = re.compile(r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)"
+                     r"|\d+(?:[.,'\u00a0\u202f\u066b\u066c]\d+)*")
+
+
+def compare_key(text: str) -> str:
+    """Text reduced for "is this the same sentence": NFKC, casefolded, letters and digits only."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(ch for ch in text if ch.isalnum())
+
+
+def numbers(text: str) -> Counter:
+    """Multiset of the numbers in ``text`` as ASCII digit strings.
+
+    Digits of any script (Arabic-Indic, Devanagari, full-width, ...) become ASCII via
+    ``unicodedata.decimal``; separators inside a number are dropped, so "2,000",
+    "2.000", "2 000" and "2000" are one number, and "1,5" equals "1.5". Leading zeros
+    go ("02:30" and "2 h 30" hold the same numbers).
+    """
+    out: Counter = Counter()
+    for m in _NUMBER.finditer(text):
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in m.group() if ch.isdecimal())
+        out[digits.lstrip("0") or "0"] += 1
+    return out
+
+
+def numbers_agree(src: str, tgt: str, strict: bool = False, min_digits: int = 3) -> bool:
+    """Whether the numbers of two sides are consistent.
+
+    ``strict``: the multisets of numbers are equal. Otherwise (the default) a pair
+    disagrees only when both sides hold a number of at least ``min_digits`` digits
+    that the other side cannot account for; a number is accounted for by one of the
+    other side's numbers that contains it or that it contains as a substring:
+    "1970s" ~ "70er", "7.7万" ~ "77,000", "20世纪80年代" ~ "1980s", but "born in
+    1950" !~ "born in 1960". Shorter numbers differ in honest translations (units
+    "27 ºC" ~ "80s", clocks "20 h 30" ~ "8:30 p.m.", ordinals), so they only explain.
+    A side without numbers may spell them out and never disagrees.
+    """
+    a, b = numbers(src), numbers(tgt)
+    if strict:
+        return a == b
+    if not a or not b:
+        return True
+
+    def unexplained(xs, ys) -> bool:
+        return any(len(x) >= min_digits and not any(x in y or y in x for y in ys) for x in xs)
+
+    return not (unexplained(a, b) and unexplained(b, a))
+
+
+def is_junk(text: str) -> bool:
+    """True when a line is only URLs, e-mail addresses, punctuation, symbols or numbers."""
+    rest = _URL.sub(" ", _EMAIL.sub(" ", text))
+    return not any(unicodedata.category(ch).startswith("L") for ch in rest)
+
+
+def length_bounds(src_lang: str, tgt_lang: str, min_ratio: Optional[float] = None,
+                  max_ratio: Optional[float] = None) -> tuple[float, float]:
+    """Allowed ``len(src) / len(tgt)`` in characters for a language pair.
+
+    Default 0.5-2.0; when exactly one side is Chinese, Japanese or Thai, the bound on
+    that side is widened by the language's factor (zh 4, ja 3, th 1.5), so zh-en
+    allows 0.125-2.0 and en-zh 0.5-8.0. Given values replace the defaults.
+    """
+    lo, hi = DEFAULT_LENGTH_RATIO
+    s, t = COMPACT_LANGS.get(normalize_lang(src_lang)), COMPACT_LANGS.get(normalize_lang(tgt_lang))
+    if s and not t:
+        lo = lo / s
+    elif t and not s:
+        hi = hi * t
+    lo = lo if min_ratio is None else min_ratio
+    hi = hi if max_ratio is None else max_ratio
+    if not 0 < lo <= hi:
+        raise MinerError(f"bad length ratio bounds {lo}-{hi}: need 0 < min <= max")
+    return lo, hi
+
+
+def _texts(df: pd.DataFrame, column: str) -> list[str]:
+    return df[column].astype(object).where(df[column].notna(), "").tolist()
+
+
+# --- filters -----------------------------------------------------------------------
+
+
+class Threshold:
+    """Drop pairs scoring below the margin threshold (NaN scores too)."""
+
+    name = "below_threshold"
+
+    def __init__(self, threshold: float):
+        self.threshold = threshold
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return (df["score"].to_numpy(dtype=np.float64) >= self.threshold)
+
+
+class Junk:
+    """Drop pairs where either side is only URLs, e-mails, punctuation or numbers."""
+
+    name = "junk"
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([not (is_junk(s) or is_junk(t))
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class Copy:
+    """Drop pairs whose sides are equal after normalisation (copies, untranslated text)."""
+
+    name = "copy"
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([compare_key(s) != compare_key(t)
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class LengthRatio:
+    """Drop pairs whose character length ratio src/tgt is outside ``[lo, hi]``."""
+
+    name = "length_ratio"
+
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = lo, hi
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        s = df["src_text"].fillna("").str.len().to_numpy(dtype=np.float64)
+        t = df["tgt_text"].fillna("").str.len().to_numpy(dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = s / t
+        return (r >= self.lo) & (r <= self.hi)
+
+
+class NumberMismatch:
+    """Drop pairs whose numbers disagree (``numbers_agree``; ``strict``: multisets differ)."""
+
+    name = "number_mismatch"
+
+    def __init__(self, strict: bool = False, min_digits: int = 3):
+        self.strict, self.min_digits = strict, min_digits
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([numbers_agree(s, t, self.strict, self.min_digits)
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class LidAgreement:
+    """Drop pairs where fastText LID, run again on each side, names another language.
+
+    ``identifier`` has ``predict_top(text, k) -> [(lang, prob), ...]``
+    (``miner.lid.LanguageIdentifier``). A side disagrees when LID is sure of another
+    language (top probability at least ``min_prob``) and its expected language is
+    not even among the ``top_k`` best guesses. ``top_k=1`` is the strict "top label
+    must match"; the default 3 forgives lid.176's habit of calling short Chinese
+    sentences Japanese or Wu, and ``min_prob`` short lines it cannot place.
+    """
+
+    name = "lid_mismatch"
+
+    def __init__(self, src_lang: str, tgt_lang: str, identifier=None, min_prob: float = 0.5,
+                 top_k: int = 3):
+        if identifier is None:
+            from miner.lid import cached_identifier
+
+            identifier = cached_identifier()
+        self.identifier = identifier
+        self.src_lang, self.tgt_lang = normalize_lang(src_lang), normalize_lang(tgt_lang)
+        self.min_prob, self.top_k = min_prob, max(1, top_k)
+
+    def agrees(self, text: str, lang: str) -> bool:
+        top = self.identifier.predict_top(text, self.top_k)
+        if not top or top[0][1] < self.min_prob:
+            return True
+        return any(normalize_lang(label) == lang for label, _ in top)
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([self.agrees(s, self.src_lang) and self.agrees(t, self.tgt_lang)
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class PairDedup:
+    """Drop a pair whose (src, tgt) was seen before (the best-scoring one stays).
+
+    Sides are compared by ``sentence_hash(compare_key(text))``: pairs differing only
+    in case, punctuation or spacing are duplicates.
+    """
+
+    name = "duplicate_pair"
+
+    def __init__(self):
+        self.seen: set[tuple[int, int]] = set()
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        mask = np.zeros(len(df), dtype=bool)
+        for i, (s, t) in enumerate(zip(_texts(df, "src_text"), _texts(df, "tgt_text"))):
+            key = (sentence_hash(compare_key(s)), sentence_hash(compare_key(t)))
+            if key not in self.seen:
+                self.seen.add(key)
+                mask[i] = True
+        return mask
+
+
+class OneToOne:
+    """Keep each source and each target sentence in at most one pair (greedy, best first)."""
+
+    name = "not_one_to_one"
+
+    def __init__(self):
+        self.src_used: set = set()
+        self.tgt_used: set = set()
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        mask = np.zeros(len(df), dtype=bool)
+        for i, (s, t) in enumerate(zip(df["src_id"].tolist(), df["tgt_id"].tolist())):
+            if s not in self.src_used and t not in self.tgt_used:
+                self.src_used.add(s)
+                self.tgt_used.add(t)
+                mask[i] = True
+        return mask
+
+
+class DocPairCap:
+    """Keep at most ``cap`` pairs per (source document, target document), best first."""
+
+    name = "doc_pair_cap"
+
+    def __init__(self, cap: int):
+        if cap < 1:
+            raise MinerError(f"max_pairs_per_doc must be at least 1, got {cap}")
+        self.cap = cap
+        self.counts: Counter = Counter()
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        mask = np.zeros(len(df), dtype=bool)
+        for i, key in enumerate(zip(df["src_doc_id"].tolist(), df["tgt_doc_id"].tolist())):
+            if self.counts[key] < self.cap:
+                self.counts[key] += 1
+                mask[i] = True
+        return mask
+
+
+# --- pipeline ----------------------------------------------------------------------
+
+
+def default_threshold(cfg: Config) -> Optional[float]:
+    """``score.threshold`` if set, else the default for the encoder and margin, or None."""
+    if cfg.score.threshold is not None:
+        return cfg.score.threshold
+    return DEFAULT_THRESHOLDS.get((cfg.embed.encoder, cfg.score.margin))
+
+
+class FilterPipeline:
+    """Filters run in a fixed order over batches of pairs, best first, with drop counts.
+
+    ``filter(df)`` returns the kept rows (order preserved) and that batch's counts;
+    ``counts`` holds the totals over every batch so far.
+    """
+
+    def __init__(self, steps: Iterable[Step]):
+        self.steps = list(steps)
+        self.counts = {"candidates": 0, "kept": 0, "dropped": {s.name: 0 for s in self.steps}}
+
+    @classmethod
+    def from_config(cls, cfg: Config, src_lang: str, tgt_lang: str, identifier=None,
+                    threshold: Optional[float] = None, use_threshold: bool = True
+                    ) -> "FilterPipeline":
+        """The steps switched on in ``cfg.filters`` (and the threshold) for one pair.
+
+        ``threshold`` overrides the configured/default one; ``use_threshold=False``
+        leaves the threshold out (the BUCC benchmark tunes it afterwards).
+        """
+        f = cfg.filters
+        steps: list[Step] = []
+        if use_threshold:
+            th = threshold if threshold is not None else default_threshold(cfg)
+            if th is not None:
+                steps.append(Threshold(th))
+        if f.drop_junk:
+            steps.append(Junk())
+        if f.drop_copies:
+            steps.append(Copy())
+        if f.length_ratio:
+            steps.append(LengthRatio(*length_bounds(src_lang, tgt_lang, f.min_length_ratio,
+                                                    f.max_length_ratio)))
+        if f.number_mismatch:
+            steps.append(NumberMismatch(f.strict_numbers, f.number_min_digits))
+        if f.lid_agreement:
+            lid = identifier
+            if lid is None:
+                from miner.lid import cached_identifier
+
+                lid = cached_identifier(cfg.prepare.lid_model)
+            steps.append(LidAgreement(src_lang, tgt_lang, lid, f.lid_agreement_min_prob,
+                                      f.lid_agreement_top_k))
+        if f.pair_dedup:
+            steps.append(PairDedup())
+        if f.one_to_one:
+            steps.append(OneToOne())
+        if f.max_pairs_per_doc is not None:
+            steps.append(DocPairCap(f.max_pairs_per_doc))
+        return cls(steps)
+
+    @property
+    def threshold(self) -> Optional[float]:
+        return next((s.threshold for s in self.steps if isinstance(s, Threshold)), None)
+
+    def step(self, name: str):
+        return next((s for s in self.steps if s.name == name), None)
+
+    def filter(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        counts = {"candidates": len(df), "kept": 0, "dropped": {}}
+        for step in self.steps:
+            if not len(df):
+                counts["dropped"][step.name] = 0
+                continue
+            mask = np.asarray(step.keep(df), dtype=bool)
+            counts["dropped"][step.name] = int(len(mask) - mask.sum())
+            df = df[mask]
+        counts["kept"] = len(df)
+        self.counts["candidates"] += counts["candidates"]
+        self.counts["kept"] += counts["kept"]
+        for name, n in counts["dropped"].items():
+            self.counts["dropped"][name] += n
+        return df, counts
+
+
+def log_ratio(src: Iterable[str], tgt: Iterable[str]) -> np.ndarray:
+    """log2 of the character length ratio src/tgt of each pair (for reports)."""
+    s = np.array([len(x) for x in src], dtype=np.float64)
+    t = np.array([len(x) for x in tgt], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log2(s / t)
+
