@@ -199,7 +199,7 @@ def wikitext_to_text(wikitext: str, file_ns: Optional[set] = None,
     file_ns = FILE_NAMESPACES if file_ns is None else file_ns
     cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
     parts: list[str] = []
-    _render(mwparserfromhell.parse(strip_bulk(wikitext), skip_style_tags=False).nodes, parts, file_ns, cat_ns)
+    _render(mwparserfromhell.parse(strip_bulk(wikitext, file_ns, cat_ns), skip_style_tags=True).nodes, parts, file_ns, cat_ns)
     raw = "".join(parts)
     paragraphs = []
     for line in raw.split("\n"):
@@ -281,12 +281,20 @@ _INNER_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
 _INNER_TABLE = re.compile(r"\{\|(?:(?!\{\||\|\}).)*\|\}", re.S)
 
 
-def strip_bulk(wikitext: str) -> str:
-    """Remove comments, references, templates and tables with regexes, innermost first.
+_INNER_LINK = re.compile(r"\[\[([^\[\]|\n]*)(?:\|([^\[\]]*))?\]\]")
+_BOLD_ITALIC = re.compile(r"'{5}|'{3}|'{2}")
 
-    What the regexes miss (unbalanced braces) is left for mwparserfromhell and the
+
+def strip_bulk(wikitext: str, file_ns: Optional[set] = None, cat_ns: Optional[set] = None) -> str:
+    """Remove comments, references, templates and tables, resolve simple wikilinks and
+    drop bold/italic quotes with regexes, innermost first; mwparserfromhell then has
+    little left to parse (it is the slow part).
+
+    What the regexes miss (unbalanced brackets) is left for mwparserfromhell and the
     final residue check.
     """
+    file_ns = FILE_NAMESPACES if file_ns is None else file_ns
+    cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
     text = _COMMENT.sub("", wikitext)
     text = _REF.sub("", text)
     for pattern in (_INNER_TEMPLATE, _INNER_TABLE):
@@ -294,4 +302,20 @@ def strip_bulk(wikitext: str) -> str:
             text, n = pattern.subn("\n" if pattern is _INNER_TABLE else "", text)
             if not n:
                 break
-    return text
+
+    def link(m: re.Match) -> str:
+        target, label = m.group(1).strip(), m.group(2)
+        colon = target.startswith(":")
+        prefix, sep, _ = target.lstrip(":").partition(":")
+        prefix = prefix.strip().lower()
+        if sep and not colon and (prefix in file_ns or prefix in cat_ns or _INTERWIKI.match(prefix)):
+            return ""
+        if label is not None:
+            return label
+        return "" if target.startswith("#") else target.lstrip(":").split("#", 1)[0]
+
+    for _ in range(10):
+        text, n = _INNER_LINK.subn(link, text)
+        if not n:
+            break
+    return _BOLD_ITALIC.sub("", text)
