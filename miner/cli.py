@@ -328,3 +328,4 @@ def run(inputs, config_file, pairs, **flags):
     for pair, counts in summary["pairs"].items():
         kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
         click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")
+

@@ -1,0 +1,107 @@
+"""The `mine` command as a user runs it: real subprocesses, real example data."""
+
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, REPO
+
+MINE = [sys.executable, "-m", "miner"]
+
+
+def mine(*args, cwd=None):
+    return subprocess.run([*MINE, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, timeout=600)
+
+
+def assert_user_error(proc, *words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mine: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_pair_mines_the_example_corpus(tmp_path):
+    out = tmp_path / "de-en.tsv.gz"
+    p = mine("pair", EXAMPLES / "corpus.de.txt", EXAMPLES / "corpus.en.txt", "--src-lang", "de",
+             "--tgt-lang", "en", "-o", out, "--show", "3")
+    assert p.returncode == 0, p.stderr
+    rows = [line.split("\t") for line in gzip.open(out, "rt", encoding="utf-8").read().splitlines()]
+    scores = [float(r[0]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    de = (EXAMPLES / "corpus.de.txt").read_text(encoding="utf-8").splitlines()
+    en = (EXAMPLES / "corpus.en.txt").read_text(encoding="utf-8").splitlines()
+    gold = {(de[int(a) - 1], en[int(b) - 1]) for a, b in
+            (line.split("\t") for line in (EXAMPLES / "gold.de-en.tsv").read_text().splitlines())}
+    top = {(r[1], r[2]) for r in rows[: len(gold)]}
+    # the best-scored pairs are the true translations
+    assert len(top & gold) >= 0.9 * len(gold)
+    assert p.stdout.count("\n") >= 3
+
+
+def test_pair_threshold_and_config_file(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[knn]\nk = 2\n[score]\nthreshold = 1.2\nmargin = 'ratio'\n")
+    out = tmp_path / "o.tsv"
+    p = mine("pair", EXAMPLES / "corpus.fr.txt", EXAMPLES / "corpus.en.txt", "--src-lang", "fr",
+             "--tgt-lang", "en", "-o", out, "--config", cfg)
+    assert p.returncode == 0, p.stderr
+    scores = [float(line.split("\t")[0]) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert scores and min(scores) >= 1.2
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    en = EXAMPLES / "corpus.en.txt"
+    args = ["--src-lang", "de", "--tgt-lang", "en", "-o", tmp_path / "o.tsv"]
+    assert_user_error(mine("pair", tmp_path / "missing.txt", en, *args), "missing.txt", "no such file")
+    assert_user_error(mine("pair", empty, en, *args), "empty.txt", "empty")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"gut\n\xff\xfe kaputt\n")
+    assert_user_error(mine("pair", bad, en, *args), "bad.txt", "UTF-8")
+    assert_user_error(mine("pair", en, en, "--src-lang", "de", "--tgt-lang", "de", "-o",
+                           tmp_path / "o"), "de-de")
+    assert_user_error(mine("pair", en, en, "--src-lang", "Deutsch", "--tgt-lang", "en", "-o",
+                           tmp_path / "o"), "Deutsch")
+    assert_user_error(mine("pair", en, en, *args, "--encoder", "sentence-transformers",
+                           "--model", tmp_path / "no-model"), "cannot load")
+    assert not (tmp_path / "o.tsv").exists()
+
+
+def test_eval_bucc_bad_inputs(tmp_path):
+    (tmp_path / "de-en.training.de").write_text("de-1\tHallo\nnot a pair\n")
+    (tmp_path / "de-en.training.en").write_text("en-1\tHello\n")
+    (tmp_path / "de-en.training.gold").write_text("de-1\ten-1\n")
+    assert_user_error(mine("eval", "bucc", tmp_path, "--pair", "de-en", "--test-split", "training"),
+                      "de-en.training.de:2", "malformed")
+    assert_user_error(mine("eval", "bucc", tmp_path, "--pair", "xx-en", "--test-split", "training"),
+                      "xx-en")
+    assert_user_error(mine("eval", "bucc", tmp_path / "nowhere", "--pair", "de-en"), "nowhere")
+
+
+def test_eval_bucc_on_examples_writes_pairs_and_json(tmp_path):
+    pairs, js = tmp_path / "pairs.tsv", tmp_path / "r.json"
+    p = mine("eval", "bucc", EXAMPLES / "bucc", "--pair", "de-en", "--tune-split", "sample",
+             "--test-split", "sample", "--output-pairs", pairs, "--json", js)
+    assert p.returncode == 0, p.stderr
+    assert "F1=" in p.stdout
+    lines = pairs.read_text().splitlines()
+    assert lines and all(a.startswith("de-") and b.startswith("en-")
+                         for a, b in (x.split("\t") for x in lines))
+    import json
+
+    assert json.loads(js.read_text())["f1"] > 0.9
+
+
+def test_unknown_config_key_is_a_user_error(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[knn]\nkk = 3\n")
+    en = EXAMPLES / "corpus.en.txt"
+    assert_user_error(mine("pair", en, en, "--src-lang", "de", "--tgt-lang", "en", "-o",
+                           tmp_path / "o", "--config", cfg), "c.toml", "kk")
