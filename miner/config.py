@@ -97,7 +97,7 @@ class FilterConfig:
     max_length_ratio: Optional[float] = None  # default 2.0, wider for zh/ja/th
     lid_agreement: bool = True
     lid_agreement_min_prob: float = 0.5  # a side disagrees only if LID is this sure
-    lid_agreement_top_k: int = 3  # ... and its language is not among LID's top k
+    lid_agreement_min_expected: float = 0.04  # ... and gives the pair's language less
     drop_copies: bool = True
     number_mismatch: bool = True
     strict_numbers: bool = False  # multisets of numbers must be equal (default: lenient)

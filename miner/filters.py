@@ -219,29 +219,32 @@ class LidAgreement:
 
     ``identifier`` has ``predict_top(text, k) -> [(lang, prob), ...]``
     (``miner.lid.LanguageIdentifier``). A side disagrees when LID is sure of another
-    language (top probability at least ``min_prob``) and its expected language is
-    not even among the ``top_k`` best guesses. ``top_k=1`` is the strict "top label
-    must match"; the default 3 forgives lid.176's habit of calling short Chinese
-    sentences Japanese or Wu, and ``min_prob`` short lines it cannot place.
+    language (top probability at least ``min_prob``) and gives the expected language
+    less than ``min_expected`` probability. ``min_expected=1`` is the strict "top
+    label must match"; the default 0.04 forgives lid.176's habit of calling Chinese
+    sentences Japanese or Wu (it gives zh 0.05-0.48 there) while a German sentence on
+    the English side (en ~0.0004) still disagrees; ``min_prob`` spares short lines
+    that LID cannot place at all.
     """
 
     name = "lid_mismatch"
+    top_k = 5
 
     def __init__(self, src_lang: str, tgt_lang: str, identifier=None, min_prob: float = 0.5,
-                 top_k: int = 3):
+                 min_expected: float = 0.04):
         if identifier is None:
             from miner.lid import cached_identifier
 
             identifier = cached_identifier()
         self.identifier = identifier
         self.src_lang, self.tgt_lang = normalize_lang(src_lang), normalize_lang(tgt_lang)
-        self.min_prob, self.top_k = min_prob, max(1, top_k)
+        self.min_prob, self.min_expected = min_prob, min_expected
 
     def agrees(self, text: str, lang: str) -> bool:
         top = self.identifier.predict_top(text, self.top_k)
-        if not top or top[0][1] < self.min_prob:
+        if not top or top[0][1] < self.min_prob or normalize_lang(top[0][0]) == lang:
             return True
-        return any(normalize_lang(label) == lang for label, _ in top)
+        return any(normalize_lang(label) == lang and p >= self.min_expected for label, p in top)
 
     def keep(self, df: pd.DataFrame) -> np.ndarray:
         return np.array([self.agrees(s, self.src_lang) and self.agrees(t, self.tgt_lang)
@@ -362,7 +365,7 @@ class FilterPipeline:
 
                 lid = cached_identifier(cfg.prepare.lid_model)
             steps.append(LidAgreement(src_lang, tgt_lang, lid, f.lid_agreement_min_prob,
-                                      f.lid_agreement_top_k))
+                                      f.lid_agreement_min_expected))
         if f.pair_dedup:
             steps.append(PairDedup())
         if f.one_to_one:

@@ -1,0 +1,212 @@
+"""``mine bitext``: filter the scored candidates of a pair and write the bitext.
+
+Reads ``DIR/scores/{src}-{tgt}/part-*.parquet`` (every retrieved candidate, best
+first, written by ``mine score``), runs the ``FilterPipeline`` over it batch by batch
+and writes, atomically and byte-identically on a rerun, under
+``DIR/bitext/{src}-{tgt}/``:
+
+- ``bitext.tsv.gz``: ``score<TAB>src<TAB>tgt``, best first (LASER / WikiMatrix layout);
+- ``train.{src}`` and ``train.{tgt}``: Moses-style line-aligned plain text;
+- ``bitext.parquet``: the same rows with provenance (ids, documents, URLs or titles,
+  sources, LID probabilities, score, direction), loadable with
+  ``datasets.load_dataset("parquet", data_files=...)``;
+- ``README.md``: a data card.
+
+The stage ``bitext/{src}-{tgt}`` of ``DIR/manifest.json`` records the counts per
+filter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Iterator, Optional
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from miner.config import Config
+from miner.errors import MinerError
+from miner.filters import FilterPipeline, LengthRatio
+from miner.io import atomic_open, atomic_path
+from miner.manifest import update_stage
+
+log = logging.getLogger(__name__)
+
+# The scores layout written by ``mine score`` (one row per retrieved candidate).
+SCORE_SCHEMA = pa.schema([
+    ("src_id", pa.uint64()), ("tgt_id", pa.uint64()),
+    ("src_text", pa.string()), ("tgt_text", pa.string()),
+    ("score", pa.float64()), ("direction", pa.string()),
+    ("src_doc_id", pa.string()), ("tgt_doc_id", pa.string()),
+    ("src_url_or_title", pa.string()), ("tgt_url_or_title", pa.string()),
+    ("src_source", pa.string()), ("tgt_source", pa.string()),
+    ("src_lid_prob", pa.float32()), ("tgt_lid_prob", pa.float32()),
+])
+# bitext.parquet: score and texts first, then provenance
+BITEXT_SCHEMA = pa.schema([SCORE_SCHEMA.field(n) for n in (
+    "score", "src_text", "tgt_text", "direction", "src_id", "tgt_id", "src_doc_id",
+    "tgt_doc_id", "src_url_or_title", "tgt_url_or_title", "src_source", "tgt_source",
+    "src_lid_prob", "tgt_lid_prob")])
+BATCH_ROWS = 65_536
+
+
+def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
+    return Path(out_dir) / "scores" / f"{src}-{tgt}"
+
+
+def bitext_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
+    return Path(out_dir) / "bitext" / f"{src}-{tgt}"
+
+
+def score_parts(out_dir: str | Path, src: str, tgt: str) -> list[Path]:
+    """The scores Parquet parts of a pair in order; MinerError if there are none."""
+    d = scores_dir(out_dir, src, tgt)
+    parts = sorted(d.glob("part-*.parquet"))
+    if not parts:
+        raise MinerError(f"{d}: no scored candidates (part-*.parquet); run `mine score` first")
+    return parts
+
+
+def read_score_batches(parts: list[Path], columns: Optional[list[str]] = None,
+                       batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+    """Record batches of the scores parts, in order, checking the columns are there."""
+    columns = columns or SCORE_SCHEMA.names
+    for path in parts:
+        try:
+            f = pq.ParquetFile(path)
+        except (pa.ArrowException, OSError) as e:
+            raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+        missing = [c for c in columns if c not in f.schema_arrow.names]
+        if missing:
+            raise MinerError(f"{path}: missing column(s) {', '.join(missing)} of the scores layout")
+        yield from f.iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def _clean(texts: pd.Series) -> pd.Series:
+    """One-line text for TSV and Moses files: tabs and line breaks become spaces."""
+    return texts.fillna("").str.replace(r"[\t\r\n]", " ", regex=True)
+
+
+def _to_arrow(df: pd.DataFrame) -> pa.Table:
+    cols = {}
+    for field in BITEXT_SCHEMA:
+        cols[field.name] = pa.array(df[field.name].tolist(), type=field.type) \
+            if field.name in df else pa.nulls(len(df), field.type)
+    return pa.table(cols, schema=BITEXT_SCHEMA)
+
+
+def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
+                 identifier=None) -> dict:
+    """Filter the scored candidates of ``src_lang-tgt_lang`` and write every output.
+
+    Returns the counts (``candidates``, ``kept``, ``dropped`` per filter), which are
+    also recorded as stage ``bitext/{src}-{tgt}`` in the manifest. ``identifier``
+    replaces the fastText LID model (tests).
+    """
+    t0 = time.time()
+    parts = score_parts(out_dir, src_lang, tgt_lang)
+    pipeline = FilterPipeline.from_config(cfg, src_lang, tgt_lang, identifier=identifier)
+    threshold = pipeline.threshold
+    if threshold is None:
+        log.warning("%s-%s: no threshold given and no default for encoder %s with margin %s: "
+                    "keeping candidates of every score", src_lang, tgt_lang,
+                    cfg.embed.encoder, cfg.score.margin)
+    out = bitext_dir(out_dir, src_lang, tgt_lang)
+    paths = {"tsv": out / "bitext.tsv.gz", "src": out / f"train.{src_lang}",
+             "tgt": out / f"train.{tgt_lang}", "parquet": out / "bitext.parquet"}
+    sources: Counter = Counter()
+    with contextlib.ExitStack() as stack:
+        tsv = stack.enter_context(atomic_open(paths["tsv"], "w", encoding="utf-8", newline="\n"))
+        src_f = stack.enter_context(atomic_open(paths["src"], "w", encoding="utf-8", newline="\n"))
+        tgt_f = stack.enter_context(atomic_open(paths["tgt"], "w", encoding="utf-8", newline="\n"))
+        pq_tmp = stack.enter_context(atomic_path(paths["parquet"]))
+        writer = stack.enter_context(pq.ParquetWriter(pq_tmp, BITEXT_SCHEMA, compression="zstd"))
+        for batch in read_score_batches(parts):
+            kept, _ = pipeline.filter(batch.to_pandas())
+            if not len(kept):
+                continue
+            src_t, tgt_t = _clean(kept["src_text"]), _clean(kept["tgt_text"])
+            tsv.writelines(f"{s:.6f}\t{a}\t{b}\n"
+                           for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t))
+            src_f.writelines(f"{a}\n" for a in src_t)
+            tgt_f.writelines(f"{b}\n" for b in tgt_t)
+            writer.write_table(_to_arrow(kept))
+            sources.update(f"{src_lang}: {s}" for s in kept["src_source"].fillna("unknown"))
+            sources.update(f"{tgt_lang}: {s}" for s in kept["tgt_source"].fillna("unknown"))
+        if pipeline.counts["kept"] == 0:
+            writer.write_table(_to_arrow(pd.DataFrame()))  # an empty file keeps the schema
+    counts = pipeline.counts
+    length_step = pipeline.step(LengthRatio.name)
+    bounds = [length_step.lo, length_step.hi] if length_step else None
+    card = data_card(cfg, src_lang, tgt_lang, counts, threshold, bounds, sources)
+    with atomic_open(out / "README.md", "w", encoding="utf-8", newline="\n") as f:
+        f.write(card)
+    update_stage(out_dir, f"bitext/{src_lang}-{tgt_lang}", {
+        "config_hash": cfg.stage_hash("embed", "score", "filters"),
+        "inputs": [str(p.relative_to(Path(out_dir))) for p in parts],
+        "outputs": [str(p.relative_to(Path(out_dir))) for p in
+                    (*paths.values(), out / "README.md")],
+        "threshold": threshold,
+        "length_ratio_bounds": bounds,
+        "filters": [s.name for s in pipeline.steps],
+        "counts": counts,
+        "seconds": round(time.time() - t0, 3),
+        "finished": True,
+    })
+    log.info("%s-%s: kept %d of %d candidates", src_lang, tgt_lang, counts["kept"],
+             counts["candidates"])
+    return counts
+
+
+def data_card(cfg: Config, src: str, tgt: str, counts: dict, threshold: Optional[float],
+              bounds: Optional[list[float]], sources: Counter) -> str:
+    """The README.md of a bitext folder: languages, counts, settings, sources, licence."""
+    encoder = cfg.embed.encoder + (f" ({cfg.embed.model})" if cfg.embed.model else "")
+    dropped = "\n".join(f"| {name} | {n} |" for name, n in counts["dropped"].items())
+    src_lines = "\n".join(f"- {name}: {n} sentences in kept pairs"
+                          for name, n in sorted(sources.items())) or "- (no pairs kept)"
+    th = f"{threshold:g}" if threshold is not None else "none (every candidate scored)"
+    ratio = f"{bounds[0]:g}-{bounds[1]:g}" if bounds else "off"
+    return f"""# Mined bitext {src}-{tgt}
+
+Parallel sentences mined from monolingual text with `miner` (margin-based mining,
+Artetxe & Schwenk 2019), then filtered.
+
+- Languages: `{src}` (source) and `{tgt}` (target)
+- Pairs: {counts["kept"]} kept of {counts["candidates"]} scored candidates
+- Encoder: {encoder}; margin: {cfg.score.margin}, k={cfg.knn.k}, retrieval: {cfg.score.retrieval}
+- Score threshold: {th}
+- Length ratio {src}/{tgt} in characters: {ratio}
+
+## Files
+
+- `bitext.tsv.gz`: `score<TAB>{src}<TAB>{tgt}`, best first
+- `train.{src}`, `train.{tgt}`: line-aligned text (Moses style)
+- `bitext.parquet`: the same rows with provenance (sentence and document ids, URL or
+  title, source, LID probability of both sides, score, retrieval direction); load it
+  with `datasets.load_dataset("parquet", data_files="bitext.parquet")`
+
+All three hold the same pairs in the same order.
+
+## Filters (pairs dropped, in the order applied)
+
+| filter | dropped |
+|---|---|
+{dropped}
+
+## Sources
+
+{src_lines}
+
+## Licence
+
+The pairs are excerpts of the source texts above and keep their licences (for
+example, Wikipedia text is CC BY-SA 4.0; Common Crawl text belongs to its authors).
+Check them before redistributing. Mined bitext is noisy: filter further or weight it
+for MT training.
+"""

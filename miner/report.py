@@ -1,0 +1,246 @@
+"""``mine report DIR``: ``report.json`` and a self-contained ``report.html``.
+
+What is in it: the counts of every stage from ``DIR/manifest.json``; per language pair
+the pairs dropped by each filter, the score histogram of all candidates and of the
+kept pairs with the threshold marked, the distribution of the character length ratio
+(log2 src/tgt) with the filter's bounds marked, and sample pairs at score quantiles.
+The plots are PNG files under ``DIR/report/`` and are embedded in the HTML too.
+Rebuilding from the same files gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from miner.errors import MinerError
+from miner.io import atomic_open, atomic_path, write_json
+from miner.manifest import read_manifest
+from miner.outputs import bitext_dir, read_score_batches, scores_dir
+
+log = logging.getLogger(__name__)
+
+QUANTILES = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # of the kept pairs, best first
+SAMPLES_PER_QUANTILE = 3
+HIST_BINS = 50
+
+
+def report_pairs(out_dir: str | Path) -> list[str]:
+    """Pairs (``"de-en"``) with a ``bitext.parquet`` under ``DIR/bitext``."""
+    root = Path(out_dir) / "bitext"
+    return sorted(p.parent.name for p in root.glob("*/bitext.parquet")) if root.is_dir() else []
+
+
+def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    return np.histogram(values, bins=edges)[0].astype(int).tolist()
+
+
+def _candidate_arrays(out_dir: Path, src: str, tgt: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and log2 length ratios of every candidate (empty if no scores folder)."""
+    parts = sorted(scores_dir(out_dir, src, tgt).glob("part-*.parquet"))
+    scores, ratios = [], []
+    for batch in read_score_batches(parts, ["score", "src_text", "tgt_text"]):
+        scores.append(batch.column("score").to_numpy(zero_copy_only=False))
+        ratios.append(_log_ratio(batch.column("src_text"), batch.column("tgt_text")))
+    if not scores:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(scores).astype(np.float64), np.concatenate(ratios)
+
+
+def _log_ratio(src, tgt) -> np.ndarray:
+    s = pc.utf8_length(src).to_numpy(zero_copy_only=False).astype(np.float64)
+    t = pc.utf8_length(tgt).to_numpy(zero_copy_only=False).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log2(s / t)
+    return r[np.isfinite(r)]
+
+
+def _plot(path: Path, title: str, xlabel: str, edges: np.ndarray, series: dict,
+          lines: dict) -> None:
+    """A step histogram of each series (name -> counts over edges), vertical lines marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for name, counts in series.items():
+        ax.stairs(counts, edges, label=name, fill=name == "kept", alpha=0.6 if name == "kept" else 1)
+    for name, x in lines.items():
+        ax.axvline(x, color="red", linestyle="--", linewidth=1)
+        ax.annotate(name, (x, 1), xycoords=("data", "axes fraction"), rotation=90,
+                    va="top", ha="right", fontsize=8, color="red")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("pairs")
+    ax.legend(loc="upper left" if lines else "best", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def _edges(values: list[np.ndarray], marks: list[float]) -> np.ndarray:
+    allv = np.concatenate([v for v in values if len(v)] or [np.zeros(1)])
+    lo = min([float(allv.min())] + marks)
+    hi = max([float(allv.max())] + marks)
+    if hi <= lo:
+        hi = lo + 1.0
+    return np.linspace(lo, hi, HIST_BINS + 1)
+
+
+def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
+    """The report of one pair; writes its PNGs under ``DIR/report/``."""
+    out_dir = Path(out_dir)
+    src, tgt = pair.split("-")
+    path = bitext_dir(out_dir, src, tgt) / "bitext.parquet"
+    if not path.exists():
+        raise MinerError(f"{path}: no such file; run `mine bitext {out_dir} --pair {pair}` first")
+    kept = pq.read_table(path, columns=["score", "src_text", "tgt_text"])
+    kept_scores = kept.column("score").to_numpy().astype(np.float64)
+    kept_ratio = _log_ratio(kept.column("src_text"), kept.column("tgt_text"))
+    cand_scores, cand_ratio = _candidate_arrays(out_dir, src, tgt)
+    stage = manifest["stages"].get(f"bitext/{pair}", {})
+    threshold = stage.get("threshold")
+    bounds = stage.get("length_ratio_bounds")
+
+    plots = {}
+    score_marks = {"threshold": threshold} if threshold is not None else {}
+    edges = _edges([cand_scores, kept_scores], list(score_marks.values()))
+    score_series = {"candidates": _histogram(cand_scores, edges)} if len(cand_scores) else {}
+    score_series["kept"] = _histogram(kept_scores, edges)
+    plots["scores"] = f"report/{pair}.scores.png"
+    _plot(out_dir / plots["scores"], f"{pair}: margin scores", "score", edges, score_series,
+          score_marks)
+
+    ratio_marks = ({"min ratio": float(np.log2(bounds[0])), "max ratio": float(np.log2(bounds[1]))}
+                   if bounds else {})
+    r_edges = _edges([cand_ratio, kept_ratio], list(ratio_marks.values()))
+    ratio_series = {"candidates": _histogram(cand_ratio, r_edges)} if len(cand_ratio) else {}
+    ratio_series["kept"] = _histogram(kept_ratio, r_edges)
+    plots["length_ratio"] = f"report/{pair}.length_ratio.png"
+    _plot(out_dir / plots["length_ratio"], f"{pair}: character length ratio",
+          f"log2(len {src} / len {tgt})", r_edges, ratio_series, ratio_marks)
+
+    return {
+        "pair": pair,
+        "threshold": threshold,
+        "length_ratio_bounds": bounds,
+        "counts": stage.get("counts", {"candidates": len(cand_scores), "kept": len(kept_scores),
+                                       "dropped": {}}),
+        "score_histogram": {"edges": edges.tolist(), **score_series},
+        "length_ratio_histogram": {"edges": r_edges.tolist(), **ratio_series},
+        "samples": samples(kept.column("score").to_pylist(), kept.column("src_text").to_pylist(),
+                           kept.column("tgt_text").to_pylist()),
+        "plots": plots,
+    }
+
+
+def samples(scores: list[float], src: list[str], tgt: list[str]) -> list[dict]:
+    """A few kept pairs (best first) at each quantile of their rank in ``QUANTILES``."""
+    n = len(scores)
+    out = []
+    for q in QUANTILES:
+        if not n:
+            break
+        start = min(int(round(q * (n - 1))), max(0, n - SAMPLES_PER_QUANTILE))
+        out.append({"quantile": q, "pairs": [
+            {"rank": i + 1, "score": scores[i], "src": src[i], "tgt": tgt[i]}
+            for i in range(start, min(n, start + SAMPLES_PER_QUANTILE))]})
+    return out
+
+
+def build_report(out_dir: str | Path, pair: Optional[str] = None) -> dict:
+    """Write ``DIR/report.json``, ``DIR/report.html`` and the PNGs; return the report.
+
+    ``pair`` limits it to one pair; by default every pair with a bitext folder.
+    """
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise MinerError(f"{out_dir}: no such directory")
+    manifest = read_manifest(out_dir)
+    pairs = [pair] if pair else report_pairs(out_dir)
+    if not pairs and not manifest["stages"]:
+        raise MinerError(f"{out_dir}: nothing to report (no manifest.json and no bitext)")
+    report = {
+        "directory": str(out_dir),
+        "stages": {name: {"counts": rec.get("counts", {}), "seconds": rec.get("seconds"),
+                          "finished": rec.get("finished")}
+                   for name, rec in sorted(manifest["stages"].items())},
+        "pairs": {p: pair_report(out_dir, p, manifest) for p in pairs},
+    }
+    write_json(out_dir / "report.json", report)
+    with atomic_open(out_dir / "report.html", "w", encoding="utf-8", newline="\n") as f:
+        f.write(render_html(report, out_dir))
+    return report
+
+
+# --- HTML --------------------------------------------------------------------------
+
+_CSS = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em}
+td.n{text-align:right;font-variant-numeric:tabular-nums}th{background:#f4f4f4;text-align:left}
+td.t{max-width:440px}img{max-width:100%}"""
+
+
+def _flatten(counts: dict, prefix: str = "") -> list[tuple[str, object]]:
+    rows = []
+    for key, value in counts.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        else:
+            rows.append((f"{prefix}{key}", value))
+    return rows
+
+
+def _img(out_dir: Path, rel: str) -> str:
+    data = base64.b64encode((out_dir / rel).read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(rel)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(report: dict, out_dir: Path) -> str:
+    """The report as one HTML page with the PNGs inlined."""
+    e = html.escape
+    parts = ["<!DOCTYPE html>", '<html><head><meta charset="utf-8">',
+             f"<title>miner report: {e(report['directory'])}</title>",
+             f"<style>{_CSS}</style></head><body>",
+             f"<h1>miner report</h1><p>{e(report['directory'])}</p>", "<h2>Stages</h2>",
+             "<table><tr><th>stage</th><th>count</th><th>value</th></tr>"]
+    for name, stage in report["stages"].items():
+        rows = _flatten(stage["counts"]) or [("", "")]
+        for key, value in rows:
+            parts.append(f"<tr><td>{e(name)}</td><td>{e(key)}</td>"
+                         f'<td class="n">{e(str(value))}</td></tr>')
+        if stage.get("seconds") is not None:
+            parts.append(f"<tr><td>{e(name)}</td><td>seconds</td>"
+                         f'<td class="n">{stage["seconds"]}</td></tr>')
+    parts.append("</table>")
+    for pair, r in report["pairs"].items():
+        c = r["counts"]
+        th = "none" if r["threshold"] is None else f"{r['threshold']:g}"
+        parts += [f'<h2 id="{e(pair)}">{e(pair)}</h2>',
+                  f"<p>threshold: {e(th)}; length ratio bounds: "
+                  f"{e(str(r['length_ratio_bounds']) if r['length_ratio_bounds'] else 'off')}</p>",
+                  "<table><tr><th>step</th><th>pairs</th></tr>",
+                  f'<tr><td>candidates</td><td class="n">{c.get("candidates", 0)}</td></tr>']
+        for name, n in c.get("dropped", {}).items():
+            parts.append(f'<tr><td>dropped: {e(name)}</td><td class="n">{n}</td></tr>')
+        parts.append(f'<tr><th>kept</th><th class="n">{c.get("kept", 0)}</th></tr></table>')
+        parts += [_img(out_dir, r["plots"]["scores"]), _img(out_dir, r["plots"]["length_ratio"]),
+                  "<h3>Sample pairs by score quantile (kept pairs, best first)</h3>",
+                  "<table><tr><th>quantile</th><th>rank</th><th>score</th>"
+                  "<th>source</th><th>target</th></tr>"]
+        for group in r["samples"]:
+            for p in group["pairs"]:
+                parts.append(f'<tr><td class="n">{group["quantile"]:g}</td>'
+                             f'<td class="n">{p["rank"]}</td><td class="n">{p["score"]:.4f}</td>'
+                             f'<td class="t">{e(p["src"])}</td><td class="t">{e(p["tgt"])}</td></tr>')
+        parts.append("</table>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
