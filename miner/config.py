@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import json
 import sys
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -219,8 +220,17 @@ for _s in _SECTIONS:
 
 
 def _coerce(obj: Any, name: str, value: Any) -> Any:
-    """Check a value against the field's default type; ints become floats where needed."""
+    """Check a value against the field's type; ints become floats where needed."""
     current = getattr(obj, name)
+    hint = typing.get_type_hints(type(obj)).get(name)
+    if current is None and hint is not None:
+        # Optional[X]: check against X
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if args and args[0] is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if args and args[0] in (int, float, str) and not isinstance(value, args[0]):
+            raise MinerError(f"setting {name}: expected {args[0].__name__}, got {value!r}")
+        return value
     if isinstance(current, bool):
         if not isinstance(value, bool):
             raise MinerError(f"setting {name}: expected true or false, got {value!r}")
