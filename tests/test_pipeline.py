@@ -1,0 +1,131 @@
+"""`mine run` end to end: examples, sharding invariance, resume after SIGKILL."""
+
+import filecmp
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import EXAMPLES, REPO, shared_data
+
+MINE = [sys.executable, "-m", "miner"]
+
+
+def run_mine(*args, **kw):
+    return subprocess.run([*MINE, *map(str, args)], capture_output=True, text=True,
+                          cwd=REPO, timeout=900, **kw)
+
+
+def bucc_inputs(directory: Path) -> list[Path]:
+    """About 2,600 real sentences: the German side and part of the English side of
+    BUCC de-en (300 translation pairs hidden among them), one sentence a line."""
+    bucc = shared_data("bucc")
+    directory.mkdir(parents=True, exist_ok=True)
+    out = []
+    for lang, limit in (("de", None), ("en", 1500)):
+        lines = (bucc / f"de-en.training.{lang}").read_text(encoding="utf-8").splitlines()
+        path = directory / f"bucc.{lang}.txt"
+        path.write_text("\n".join(x.split("\t", 1)[1] for x in lines[:limit]) + "\n",
+                        encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def neighbours(out: Path, pair: str, direction: str):
+    parts = sorted((out / "knn" / pair / direction).glob("part-*.parquet"))
+    import pyarrow as pa
+
+    t = pa.concat_tables(pq.read_table(p) for p in parts)
+    return (t.column("id").to_numpy(),
+            np.stack(t.column("nbr_ids").to_numpy(zero_copy_only=False)),
+            np.stack(t.column("nbr_sims").to_numpy(zero_copy_only=False)))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One uninterrupted run with everything in one shard."""
+    base = tmp_path_factory.mktemp("ref")
+    inputs = bucc_inputs(base / "in")
+    out = base / "out"
+    p = run_mine("run", *inputs, "--pair", "de-en", "--out", out, "--shard-size", 1_000_000,
+                 "--index", "flat")
+    assert p.returncode == 0, p.stderr
+    return inputs, out
+
+
+def test_run_mines_the_examples(tmp_path):
+    out = tmp_path / "out"
+    p = run_mine("run", *sorted((EXAMPLES / "articles").glob("*.jsonl")), "--pair", "de-en",
+                 "--pair", "fr-en", "--out", out)
+    assert p.returncode == 0, p.stderr
+    for pair in ("de-en", "fr-en"):
+        d = out / "bitext" / pair
+        assert (d / "bitext.tsv.gz").exists() and (d / "README.md").exists()
+        src, tgt = pair.split("-")
+        corpus_src = (EXAMPLES / f"corpus.{src}.txt").read_text(encoding="utf-8").splitlines()
+        corpus_tgt = (EXAMPLES / f"corpus.{tgt}.txt").read_text(encoding="utf-8").splitlines()
+        gold = {(corpus_src[int(a) - 1], corpus_tgt[int(b) - 1]) for a, b in
+                (x.split("\t") for x in (EXAMPLES / f"gold.{pair}.tsv").read_text().splitlines())}
+        got = set(zip((d / f"train.{src}").read_text(encoding="utf-8").splitlines(),
+                      (d / f"train.{tgt}").read_text(encoding="utf-8").splitlines()))
+        assert len(got & gold) >= 0.8 * len(gold), (pair, len(got & gold), len(gold))
+    # a rerun skips every finished stage and rewrites identical bitext
+    before = (out / "bitext" / "de-en" / "bitext.tsv.gz").read_bytes()
+    p2 = run_mine("run", *sorted((EXAMPLES / "articles").glob("*.jsonl")), "--pair", "de-en",
+                  "--pair", "fr-en", "--out", out)
+    assert p2.returncode == 0, p2.stderr
+    assert "prepare: up to date" in p2.stderr
+    assert (out / "bitext" / "de-en" / "bitext.tsv.gz").read_bytes() == before
+
+
+@pytest.mark.parametrize("shard_size", [997, 100])
+def test_neighbours_and_bitext_do_not_depend_on_shard_size(reference, tmp_path, shard_size):
+    inputs, ref = reference
+    out = tmp_path / "out"
+    p = run_mine("run", *inputs, "--pair", "de-en", "--out", out, "--shard-size", shard_size,
+                 "--index", "flat")
+    assert p.returncode == 0, p.stderr
+    assert len(list((out / "sentences" / "de").glob("part-*.parquet"))) > 1
+    for direction in ("fwd", "bwd"):
+        for a, b in zip(neighbours(ref, "de-en", direction), neighbours(out, "de-en", direction)):
+            assert a.tobytes() == b.tobytes()
+    for name in ("bitext.tsv.gz", "train.de", "train.en"):
+        assert filecmp.cmp(ref / "bitext" / "de-en" / name, out / "bitext" / "de-en" / name,
+                           shallow=False), name
+
+
+def _kill_when(proc: subprocess.Popen, pattern: str, out: Path, timeout: float = 600) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(out.glob(pattern)):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended before {pattern} appeared: {proc.stderr.read()}")
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"{pattern} never appeared")
+
+
+@pytest.mark.parametrize("stage_glob", ["embeddings/*/part-00001.parquet",
+                                        "knn/de-en/fwd/part-00001.parquet"])
+def test_sigkill_then_rerun_gives_identical_bitext(reference, tmp_path, stage_glob):
+    inputs, ref = reference
+    out = tmp_path / "out"
+    args = [*MINE, "run", *map(str, inputs), "--pair", "de-en", "--out", str(out),
+            "--shard-size", "100", "--index", "flat"]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    _kill_when(proc, stage_glob, out)
+    assert not (out / "bitext").exists()
+    p = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr
+    assert filecmp.cmp(ref / "bitext" / "de-en" / "bitext.tsv.gz",
+                       out / "bitext" / "de-en" / "bitext.tsv.gz", shallow=False)
