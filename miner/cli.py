@@ -329,3 +329,68 @@ def run(inputs, config_file, pairs, **flags):
         kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
         click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")
 
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--pair", "lang_pairs", multiple=True, help="e.g. de-en (repeatable) [config pairs].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
+@click.option("--threshold", type=float,
+              help="Keep pairs scoring at least this [1.30 for muse+ratio, else none].")
+@click.option("--length-ratio/--no-length-ratio", default=None,
+              help="Character length ratio filter [on].")
+@click.option("--min-length-ratio", type=float, help="Lowest len(src)/len(tgt) [0.5; zh/ja/th wider].")
+@click.option("--max-length-ratio", type=float, help="Highest len(src)/len(tgt) [2.0; zh/ja/th wider].")
+@click.option("--lid-agreement/--no-lid-agreement", default=None,
+              help="Drop pairs whose sides LID puts in another language [on].")
+@click.option("--drop-copies/--keep-copies", default=None,
+              help="Drop pairs whose sides are equal after normalisation [drop].")
+@click.option("--number-mismatch/--no-number-mismatch", default=None,
+              help="Drop pairs whose numbers disagree [on].")
+@click.option("--strict-numbers", is_flag=True, default=None,
+              help="Numbers must match exactly as multisets (default: lenient).")
+@click.option("--drop-junk/--keep-junk", default=None,
+              help="Drop pairs with a side of only URLs, e-mails, punctuation, numbers [drop].")
+@click.option("--pair-dedup/--no-pair-dedup", default=None, help="Drop repeated pairs [on].")
+@click.option("--one-to-one/--no-one-to-one", default=None,
+              help="Each sentence in at most one pair [off].")
+@click.option("--max-pairs-per-doc", type=int, help="Cap of pairs per document pair [none].")
+@click.option("--report/--no-report", default=True, show_default=True,
+              help="Rebuild DIR/report.html afterwards.")
+@user_errors
+def bitext(directory, lang_pairs, config_file, report, **flags):
+    """Filter the scored candidates of DIRECTORY into bitext (TSV, Moses, Parquet)."""
+    from miner.config import parse_pair
+    from miner.lid import normalize_lang
+    from miner.outputs import bitext_dir, write_bitext
+
+    cfg = build_config(config_file, **flags)
+    pairs = list(lang_pairs) or cfg.pairs
+    if not pairs:
+        raise MinerError("no language pair given (--pair de-en)")
+    for p in pairs:
+        src, tgt = (normalize_lang(x) for x in parse_pair(p))
+        c = write_bitext(cfg, directory, src, tgt)
+        dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items())
+        click.echo(f"bitext {src}-{tgt}: {c['kept']} of {c['candidates']} pairs kept "
+                   f"({dropped}) -> {bitext_dir(directory, src, tgt)}/")
+    if report:
+        from miner.report import build_report
+
+        build_report(directory)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--pair", "lang_pair", help="Only this pair, e.g. de-en [every pair].")
+@user_errors
+def report(directory, lang_pair):
+    """Rebuild DIRECTORY/report.json and report.html from the manifest and the bitext."""
+    from pathlib import Path
+
+    from miner.report import build_report
+
+    r = build_report(directory, lang_pair)
+    for pair, p in r["pairs"].items():
+        click.echo(f"{pair}: {p['counts'].get('kept', '?')} pairs kept")
+    click.echo(f"report written to {Path(directory) / 'report.html'}")

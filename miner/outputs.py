@@ -34,19 +34,10 @@ from miner.errors import MinerError
 from miner.filters import FilterPipeline, LengthRatio
 from miner.io import atomic_open, atomic_path
 from miner.manifest import update_stage
+from miner.score import SCORE_SCHEMA  # the layout `mine score` writes
 
 log = logging.getLogger(__name__)
 
-# The scores layout written by ``mine score`` (one row per retrieved candidate).
-SCORE_SCHEMA = pa.schema([
-    ("src_id", pa.uint64()), ("tgt_id", pa.uint64()),
-    ("src_text", pa.string()), ("tgt_text", pa.string()),
-    ("score", pa.float64()), ("direction", pa.string()),
-    ("src_doc_id", pa.string()), ("tgt_doc_id", pa.string()),
-    ("src_url_or_title", pa.string()), ("tgt_url_or_title", pa.string()),
-    ("src_source", pa.string()), ("tgt_source", pa.string()),
-    ("src_lid_prob", pa.float32()), ("tgt_lid_prob", pa.float32()),
-])
 # bitext.parquet: score and texts first, then provenance
 BITEXT_SCHEMA = pa.schema([SCORE_SCHEMA.field(n) for n in (
     "score", "src_text", "tgt_text", "direction", "src_id", "tgt_id", "src_doc_id",

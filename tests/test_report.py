@@ -94,3 +94,22 @@ def test_report_without_bitext_for_a_pair_is_a_user_error(mined):
         build_report(mined, pair="fr-en")
     with pytest.raises(MinerError):
         build_report(mined / "nope")
+
+
+def test_cli_bitext_and_report(mined):
+    from click.testing import CliRunner
+
+    from miner.cli import main
+
+    runner = CliRunner()
+    r = runner.invoke(main, ["bitext", str(mined), "--pair", "de-en", "--threshold", "1.0",
+                             "--no-lid-agreement", "--max-pairs-per-doc", "1"])
+    assert r.exit_code == 0, r.output
+    assert "bitext de-en:" in r.output and "doc_pair_cap" in r.output
+    data = json.loads((mined / "report.json").read_text(encoding="utf-8"))
+    assert data["pairs"]["de-en"]["threshold"] == 1.0
+    assert "lid_mismatch" not in data["pairs"]["de-en"]["counts"]["dropped"]
+    r = runner.invoke(main, ["report", str(mined)])
+    assert r.exit_code == 0 and "report written" in r.output
+    r = runner.invoke(main, ["bitext", str(mined), "--pair", "fr-en"])
+    assert r.exit_code == 2 and "mine score" in r.output
