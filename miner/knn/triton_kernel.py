@@ -8,9 +8,9 @@ per query ever reach global memory: the (n, m) score matrix is never written.
 
 The merge is a thresholded selection: each row keeps its current k-th best score
 ("worst"); a tile whose scores all fall at or below every row's worst costs one
-compare and one reduction. Otherwise the kernel extracts the tile's best entries one
-at a time (at most k times, usually once or twice once the list has filled) and
-each replaces its row's worst entry. Ties go to the lower database id: a program
+compare and two reductions. Otherwise the kernel extracts the tile's best entries one
+at a time while any of them would still enter a list (at most k + 1 rounds, usually
+one or two once the lists have filled); each replaces its row's worst entry. Ties go to the lower database id: a program
 scans ids in ascending order, so an entry that only ties the worst never enters,
 and among tied entries the highest id is evicted first.
 
@@ -123,7 +123,7 @@ def _knn_tile_body(q_ptr, y_ptr, sims_ptr, ids_ptr,
             s = tl.where(cols[None, :] == best_col[:, None], float("-inf"), s)
             best = tl.max(s, axis=1)
 
-    out = pid_s * stride_split + rows.to(tl.int64)[:, None] * stride_row + slot[None, :]
+    out = pid_s.to(tl.int64) * stride_split + rows.to(tl.int64)[:, None] * stride_row + slot[None, :]
     out_ok = row_ok[:, None] & (slot[None, :] < K)
     tl.store(sims_ptr + out, top_s, mask=out_ok)
     tl.store(ids_ptr + out, top_i, mask=out_ok)
