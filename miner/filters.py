@@ -40,7 +40,7 @@ REASONS = ("below_threshold", "junk", "copy", "length_ratio", "number_mismatch",
            "lid_mismatch", "duplicate_pair", "not_one_to_one", "doc_pair_cap")
 
 # Default threshold per (encoder, margin) when none is given. mUSE ratio-margin scores
-# that maximise F1 on BUCC training are 1.31-1.34 (de, fr, ru, zh; docs/outputs.md);
+# that maximise F1 on BUCC training are 1.31-1.36 (zh..fr; docs/outputs.md);
 # 1.30 keeps a little more recall and leaves the precision work to the other filters.
 # LASER's WikiMatrix used 1.04-1.06 for its own embeddings, which would keep nearly
 # every mUSE candidate. Unknown combinations get no threshold (all candidates kept).
