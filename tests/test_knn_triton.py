@@ -200,11 +200,11 @@ def test_torch_backend_matches_numpy_with_ties():
         np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
 
 
-def test_auto_backend_is_faiss_without_cuda():
+def test_auto_backend_is_torch_bf16_without_cuda():
     import torch
 
-    if not torch.cuda.is_available():
-        assert auto_backend() == "faiss"
+    if not torch.cuda.is_available():  # CPU: knn_torch_bf16 (see miner/knn/cpu_bf16.py)
+        assert auto_backend() == "torch"
 
 
 def test_benchmark_script_runs_on_the_cpu():

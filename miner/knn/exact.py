@@ -104,6 +104,12 @@ def knn_search(queries: np.ndarray, database: np.ndarray, k: int,
         return sims, ids
     if backend == "torch":
         _require("torch", "the torch kNN backend")
+        import torch
+
+        if not torch.cuda.is_available():  # CPU: bf16 GEMM shortlist + exact rescore
+            from miner.knn.cpu_bf16 import knn_torch_bf16
+
+            return knn_torch_bf16(queries, database, k)
         from miner.knn.torch_knn import knn_torch
 
         return knn_torch(queries, database, k)
@@ -111,9 +117,10 @@ def knn_search(queries: np.ndarray, database: np.ndarray, k: int,
 
 
 def auto_backend() -> str:
-    """``triton`` on CUDA when triton is installed, else faiss (faiss-gpu if it sees a GPU).
+    """``triton`` on CUDA when triton is installed; on a CPU-only machine with torch,
+    ``torch`` (``knn_torch_bf16``: bf16 GEMM + exact rescore); else faiss.
 
-    The CPU fallback is faiss-cpu flat search; imports nothing that is not installed.
+    Imports nothing that is not installed.
     """
     import importlib.util
 
@@ -122,6 +129,11 @@ def auto_backend() -> str:
 
         if torch.cuda.is_available():
             return "triton"
+    if importlib.util.find_spec("torch"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "torch"  # CPU: exact via bf16 GEMM (fp32 GEMM without bf16 hardware)
     return "faiss"
 
 

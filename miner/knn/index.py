@@ -1,0 +1,108 @@
+"""Approximate faiss indexes for databases too large for exact search.
+
+``--index`` is ``flat`` (exact, no faiss index: see ``miner.knn.sharded``), ``ivf``
+(IVF-Flat), ``ivfpq`` (OPQ rotation + IVF + PQ codes) or ``auto``, which chooses by
+database size as stopes does: exact below about a million vectors, IVF-Flat below
+about ten million, OPQ+IVF+PQ above (stopes' large-scale default is
+``OPQ64,IVF65536,PQ64``). Training uses a deterministic sample (fixed seed).
+Inner product everywhere: embeddings are L2-normalised.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from miner.errors import MinerError
+
+AUTO_FLAT_MAX = 1_000_000
+AUTO_IVF_MAX = 10_000_000
+TRAIN_PER_LIST = 64  # training vectors per inverted list (faiss warns below 39)
+
+
+def choose_index(kind: str, n: int) -> str:
+    """``flat`` | ``ivf`` | ``ivfpq`` for a database of n vectors (resolves ``auto``)."""
+    if kind not in ("flat", "ivf", "ivfpq", "auto"):
+        raise MinerError(f"unknown index {kind!r}: expected flat, ivf, ivfpq or auto")
+    if kind != "auto":
+        return kind
+    if n < AUTO_FLAT_MAX:
+        return "flat"
+    return "ivf" if n < AUTO_IVF_MAX else "ivfpq"
+
+
+def n_lists(n: int) -> int:
+    """Inverted lists for n vectors: about 4 sqrt(n), a power of two, 16 .. 65536."""
+    return int(min(65536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
+
+
+def factory_string(kind: str, n: int, d: int) -> str:
+    """The faiss ``index_factory`` string for ``ivf`` or ``ivfpq`` over n vectors of dim d."""
+    nlist = n_lists(n)
+    if kind == "ivf":
+        return f"IVF{nlist},Flat"
+    if kind == "ivfpq":
+        m = 64 if d % 64 == 0 and d >= 128 else max(1, d // 4)
+        while d % m:
+            m -= 1
+        return f"OPQ{m},IVF{nlist},PQ{m}"
+    raise MinerError(f"no faiss index for {kind!r}")
+
+
+def train_sample(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """Sorted row indices (int64) of a deterministic sample of ``size`` rows out of n."""
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size, replace=False)).astype(np.int64)
+
+
+def train_size(kind: str, n: int) -> int:
+    """How many vectors to train on: enough for the lists (and PQ codebooks)."""
+    need = TRAIN_PER_LIST * n_lists(n)
+    if kind == "ivfpq":
+        need = max(need, 256 * 64)
+    return min(n, need)
+
+
+def build_index(kind: str, n: int, d: int, train: np.ndarray, nprobe: int,
+                use_gpu: bool | None = None):
+    """An empty trained faiss index (inner product) for n vectors of dim d.
+
+    train: (t, d) float32 training sample (see ``train_sample``); nprobe: lists
+    visited per query. With faiss-gpu and visible GPUs the index is cloned onto all
+    of them: replicated when small, sharded when its data would not fit one GPU.
+    Add vectors with ``index.add`` and search with ``index.search``.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(faiss.omp_get_max_threads())
+    index = faiss.index_factory(d, factory_string(kind, n, d), faiss.METRIC_INNER_PRODUCT)
+    index.train(np.ascontiguousarray(train, dtype=np.float32))
+    faiss.extract_index_ivf(index).nprobe = nprobe
+    if use_gpu is None:
+        use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+    if use_gpu:  # pragma: no cover - no GPU in CI
+        co = faiss.GpuMultipleClonerOptions()
+        bytes_per_vec = 4 * d if kind == "ivf" else 64
+        co.shard = n * bytes_per_vec > 4 << 30
+        co.useFloat16 = True
+        index = faiss.index_cpu_to_all_gpus(index, co)
+        faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    return index
+
+
+def index_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search a faiss index: sims (n, k') float32, ids (n, k') int64 (-1 padding when a
+    query's probed lists hold fewer than k vectors), sorted by sim then id."""
+    from miner.knn.exact import sort_topk
+
+    k = min(k, index.ntotal)
+    sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+    return sort_topk(sims, ids.astype(np.int64))
+
+
+def recall_at_k(ids: np.ndarray, exact_ids: np.ndarray) -> float:
+    """Mean fraction of the exact top-k ids (n, k) found among ids (n, k)."""
+    hits = [len(np.intersect1d(a, b)) for a, b in zip(ids, exact_ids)]
+    return float(np.sum(hits) / exact_ids.size)
