@@ -1,8 +1,8 @@
 """The ``prepare`` stage: inputs -> deduplicated, language-identified sentence shards.
 
-Two steps, so that the heavy one can run anywhere (a local process pool now, one
-Ray task per file later) and the result stays byte-identical whatever the number of
-workers:
+Two steps, so that the heavy one can run anywhere (a local process pool, or one Ray
+task per input file with ``--executor ray``: ``miner.executor``) and the result stays
+byte-identical whatever the number of workers:
 
 1. ``prepare_file(path, cfg, langs, stage_dir)``, one unit of work per input file and
    pure apart from writing ``stage_dir``: read, split, normalise, filter by length and
@@ -26,9 +26,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from functools import partial
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 from miner.config import Config
 from miner.errors import MinerError
+from miner.executor import Executor, LocalExecutor
 from miner.io import atomic_path, write_json
 from miner.lid import cached_identifier, normalize_lang
 from miner.manifest import merge_counts, update_stage
@@ -58,7 +58,8 @@ FLUSH_ROWS = 10_000
 DOC_LID_CHARS = 2000
 
 
-def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Path) -> dict:
+def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Path,
+            executor: Optional[Executor] = None) -> dict:
     """Run the stage; returns counts ``{lang: {reason: n}}`` (also in the manifest).
 
     ``langs`` accepts 2- or 3-letter codes; output directories use ``normalize_lang``
@@ -77,7 +78,7 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
     tasks: dict[str, Path] = {}
     for path in inputs:
         tasks.setdefault(path, stage_root / stage_name(path, cfg, langs))
-    results = run_tasks(tasks, cfg, langs)
+    results = run_tasks(tasks, cfg, langs, executor)
     counts = merge_counts(*(results[p]["counts"] for p in tasks))
     dedup_counts, files = write_shards([results[p] for p in inputs], langs, out_dir / "sentences",
                                        cfg.shard_size)
@@ -136,8 +137,10 @@ def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
 
 # -- step 1: one input file -----------------------------------------------------------
 
-def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str]) -> dict[str, dict]:
-    """``prepare_file`` for each pending input, in-process or in a process pool."""
+def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str],
+              executor: Optional[Executor] = None) -> dict[str, dict]:
+    """``prepare_file`` for each pending input, one task per input file, on ``executor``
+    (default: a local process pool of ``cfg.prepare.workers``)."""
     results: dict[str, dict] = {}
     pending = []
     for path, stage_dir in tasks.items():
@@ -147,29 +150,33 @@ def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str]) -> dict[str
             results[path] = done
         else:
             pending.append(path)
-    workers = cfg.prepare.workers or len(os.sched_getaffinity(0))
-    workers = max(1, min(workers, len(pending)))
-    if workers == 1:
-        for path in pending:
-            results[path] = prepare_file(path, cfg, langs, tasks[path], progress=True)
+    if not pending:
         return results
-    import multiprocessing
-
+    executor = executor or LocalExecutor(cfg.prepare.workers)
+    # one file in this process: show its own progress bar instead of a per-file one
+    show = executor.name == "local" and min(executor.workers, len(pending)) == 1
     start = time.time()
     docs = sents = 0
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool, \
-            tqdm(total=len(pending), unit="file", desc="prepare", disable=None) as bar:
-        futures = {pool.submit(prepare_file, path, cfg, langs, tasks[path]): path for path in pending}
-        for future in as_completed(futures):
-            result = future.result()
-            results[futures[future]] = result
-            c = result["counts"]
-            docs += sum(v.get("documents", 0) for v in c.values())
-            sents += sum(v.get("sentences", 0) for v in c.values())
-            dt = max(time.time() - start, 1e-9)
-            bar.set_postfix(docs_per_s=f"{docs / dt:.0f}", sents_per_s=f"{sents / dt:.0f}")
-            bar.update(1)
+
+    def on_result(item, result) -> None:
+        nonlocal docs, sents
+        c = result["counts"]
+        docs += sum(v.get("documents", 0) for v in c.values())
+        sents += sum(v.get("sentences", 0) for v in c.values())
+
+    items = [(path, str(tasks[path])) for path in pending]
+    done = executor.map(partial(_prepare_item, cfg=cfg, langs=langs, progress=show), items,
+                        desc="" if show else "prepare", on_result=on_result)
+    results.update(zip(pending, done))
+    dt = max(time.time() - start, 1e-9)
+    log.info("prepare: %d file(s), %.0f docs/s, %.0f sentences/s", len(pending), docs / dt, sents / dt)
     return results
+
+
+def _prepare_item(item: tuple[str, str], cfg: Config, langs: list[str], progress: bool) -> dict:
+    """One executor task: ``prepare_file`` of ``(path, stage_dir)``."""
+    path, stage_dir = item
+    return prepare_file(path, cfg, langs, stage_dir, progress=progress)
 
 
 def read_done(stage_dir: Path) -> Optional[dict]:

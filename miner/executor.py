@@ -1,0 +1,291 @@
+"""Executors: where the units of work of a stage run.
+
+Stages never start processes themselves. Each one splits its work into independent
+items (an input file, a shard, a query shard x index partition) and hands a function
+and the items to an executor, which returns the results in input order. The stage's
+driver then does the global pass (dedup, merges, the manifest) alone:
+
+- ``LocalExecutor(workers)``: in this process, or a process pool of ``workers``
+  processes for ``map``. The default; it never imports Ray.
+- ``RayExecutor(address)``: Ray tasks for ``map`` (retried by Ray when their worker
+  dies) and Ray actors for ``map_actors`` (stateful workers that load a model once;
+  a killed actor is restarted and its task retried). Needs ``pip install 'miner[ray]'``.
+
+Work items and results travel by pickle and every output goes to ``out``, so on a
+cluster ``out`` (and the inputs) must be on a filesystem every node sees. Relative
+paths are resolved against the driver's working directory on every worker.
+
+Two calls::
+
+    results = executor.map(fn, items, desc="prepare")            # fn(item) -> result
+    results = executor.map_actors(make_worker, items, num_gpus=1)  # make_worker()(item)
+
+``make_worker`` is a picklable callable (a class, a ``functools.partial``) that builds
+the stateful worker; the worker is then called once per item.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Optional, Sequence
+
+from tqdm import tqdm
+
+from miner.errors import MinerError
+
+log = logging.getLogger(__name__)
+
+RAY_INSTALL = "pip install 'miner[ray]'"
+EXECUTORS = ("local", "ray")
+
+
+class Executor:
+    """The interface every executor implements (see the module docstring)."""
+
+    name = "base"
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
+            num_cpus: float = 1, on_result: Optional[Callable[[Any, Any], None]] = None) -> list:
+        """``[fn(item) for item in items]``, possibly in parallel; results in input order.
+
+        ``on_result(item, result)`` is called on the driver as each result arrives.
+        """
+        raise NotImplementedError
+
+    def map_actors(self, make_worker: Callable[[], Callable[[Any], Any]], items: Sequence[Any],
+                   *, desc: str = "", num_cpus: float = 1, num_gpus: float = 0,
+                   max_workers: Optional[int] = None) -> list:
+        """``worker = make_worker()`` once per worker, then ``worker(item)`` for each item;
+        results in input order."""
+        raise NotImplementedError
+
+    def gpus(self) -> int:
+        """GPUs this executor can give to ``map_actors(num_gpus=1)`` workers."""
+        return 0
+
+    def close(self) -> None:
+        """Release what the executor holds (pools, the cluster connection)."""
+
+    def __enter__(self) -> "Executor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _bar(total: int, desc: str):
+    return tqdm(total=total, unit="task", desc=desc or None, disable=None if desc else True)
+
+
+class LocalExecutor(Executor):
+    """Work in this process, or in a pool of ``workers`` spawned processes.
+
+    ``workers=0`` means the usable cores; ``workers=1`` runs everything in-process
+    (no pickling: ``map_actors`` may then close over live objects such as a loaded
+    encoder). ``map_actors`` always runs one worker in-process: the model is loaded once.
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int = 0):
+        if workers < 0:
+            raise MinerError(f"workers must be 0 (all cores) or more, got {workers}")
+        self.workers = workers or len(os.sched_getaffinity(0))
+
+    def map(self, fn, items, *, desc="", num_cpus=1, on_result=None) -> list:
+        items = list(items)
+        workers = max(1, min(self.workers, len(items)))
+        results: list = [None] * len(items)
+        with _bar(len(items), desc) as bar:
+            if workers == 1:
+                for i, item in enumerate(items):
+                    results[i] = fn(item)
+                    if on_result:
+                        on_result(item, results[i])
+                    bar.update(1)
+                return results
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+                for future in as_completed(futures):
+                    i = futures[future]
+                    results[i] = future.result()
+                    if on_result:
+                        on_result(items[i], results[i])
+                    bar.update(1)
+        return results
+
+    def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
+                   max_workers=None) -> list:
+        items = list(items)
+        if not items:
+            return []
+        worker = make_worker()
+        results = []
+        with _bar(len(items), desc) as bar:
+            for item in items:
+                results.append(worker(item))
+                bar.update(1)
+        return results
+
+
+# -- Ray ---------------------------------------------------------------------------------
+
+def _run_task(cwd: str, fn: Callable, item: Any) -> Any:
+    """A Ray task: ``fn(item)`` in the driver's working directory when it exists here."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    return fn(item)
+
+
+class StageActor:
+    """A Ray actor holding one stateful worker (e.g. an encoder loaded once).
+
+    Its process is titled ``ray::StageActor`` (``ray::StageActor.run`` while working).
+    """
+
+    def __init__(self, cwd: str, make_worker: Callable[[], Callable[[Any], Any]]):
+        if os.path.isdir(cwd):
+            os.chdir(cwd)
+        self.worker = make_worker()
+
+    def run(self, item: Any) -> Any:
+        return self.worker(item)
+
+
+class RayExecutor(Executor):
+    """Ray tasks and actors on the cluster at ``address`` (None: start a local one;
+    ``"auto"``: the cluster this node belongs to).
+
+    Tasks are retried ``max_retries`` times when their worker process dies; actors are
+    restarted up to ``max_retries`` times and the task they were running is retried.
+    Exceptions raised by the work itself are not retried: they reach the driver.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: Optional[str] = None, max_retries: int = 3):
+        try:
+            import ray
+        except ImportError:
+            raise MinerError(f"--executor ray needs Ray: {RAY_INSTALL}") from None
+        self.ray = ray
+        self.address = address
+        self.max_retries = max_retries
+        self.cwd = os.getcwd()
+        self._owns_init = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, logging_level=logging.WARNING,
+                         log_to_driver=True)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise MinerError(f"cannot connect to the Ray cluster at {address or 'a new local cluster'}: "
+                                 f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+            self._owns_init = True
+
+    def _resources(self) -> dict:
+        return self.ray.cluster_resources()
+
+    def gpus(self) -> int:
+        return int(self._resources().get("GPU", 0))
+
+    def _get(self, ref):
+        """``ray.get`` that hands the work's own MinerError to the driver unwrapped."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, MinerError):
+                raise MinerError(str(cause)) from None
+            raise
+
+    def map(self, fn, items, *, desc="", num_cpus=1, on_result=None) -> list:
+        items = list(items)
+        if not items:
+            return []
+        task = self.ray.remote(_run_task).options(num_cpus=num_cpus,
+                                                  max_retries=self.max_retries,
+                                                  retry_exceptions=False)
+        fn_ref = self.ray.put(fn)
+        refs = [task.remote(self.cwd, fn_ref, item) for item in items]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list = [None] * len(items)
+        pending = list(refs)
+        with _bar(len(items), desc) as bar:
+            while pending:
+                done, pending = self.ray.wait(pending, num_returns=1)
+                for ref in done:
+                    i = index[ref]
+                    results[i] = self._get(ref)
+                    if on_result:
+                        on_result(items[i], results[i])
+                    bar.update(1)
+        return results
+
+    def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
+                   max_workers=None) -> list:
+        items = list(items)
+        if not items:
+            return []
+        resources = self._resources()
+        if num_gpus:
+            slots = int(resources.get("GPU", 0) // num_gpus)
+            if slots < 1:
+                raise MinerError("the Ray cluster has no GPU for the GPU workers; "
+                                 "add GPU nodes or use --device cpu")
+        else:
+            slots = int(resources.get("CPU", 1) // max(num_cpus, 1e-9))
+        n = max(1, min(len(items), slots, max_workers or len(items)))
+        actor_cls = self.ray.remote(StageActor).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=self.max_retries,
+            max_task_retries=self.max_retries)
+        actors = [actor_cls.remote(self.cwd, make_worker) for _ in range(n)]
+        try:
+            # a simple ordered pool: each actor takes the next item when it finishes one
+            results: list = [None] * len(items)
+            queue = list(enumerate(items))[::-1]
+            running: dict = {}
+            for actor in actors:
+                if queue:
+                    i, item = queue.pop()
+                    running[actor.run.remote(item)] = (i, actor)
+            with _bar(len(items), desc) as bar:
+                while running:
+                    done, _ = self.ray.wait(list(running), num_returns=1)
+                    for ref in done:
+                        i, actor = running.pop(ref)
+                        results[i] = self._get(ref)
+                        bar.update(1)
+                        if queue:
+                            j, item = queue.pop()
+                            running[actor.run.remote(item)] = (j, actor)
+            return results
+        finally:
+            for actor in actors:  # free their CPUs/GPUs for the next stage
+                self.ray.kill(actor)
+
+    def close(self) -> None:
+        if self._owns_init and self.ray.is_initialized():
+            self.ray.shutdown()
+
+
+def make_executor(name: str = "local", ray_address: Optional[str] = None,
+                  workers: int = 0) -> Executor:
+    """Build an executor by name: ``local`` (default) or ``ray``; an unknown name or a
+    missing Ray is a MinerError naming the fix."""
+    if name == "local":
+        if ray_address:
+            raise MinerError("--ray-address needs --executor ray")
+        return LocalExecutor(workers)
+    if name == "ray":
+        return RayExecutor(ray_address)
+    raise MinerError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTORS)}")
+
+
+def executor_for(cfg) -> Executor:
+    """The executor a ``Config`` asks for (``executor``, ``ray_address``, ``prepare.workers``)."""
+    return make_executor(cfg.executor, cfg.ray_address, cfg.prepare.workers)
