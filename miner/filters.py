@@ -62,8 +62,8 @@ class Step(Protocol):
 
 # --- text helpers (pure) -----------------------------------------------------------
 
-_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|de|fr|ru|cn|uk|io)"
-                  r"(?:/\S*)?\b", re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|ftp://|www\.)\S+|\b[\w.-]+\.(?:com|org|net|edu|gov|info|io|co|"
+                  r"de|fr|ru|cn|jp|uk|es|it|nl|pl|br|in|eu)(?:/\S*)?\b", re.IGNORECASE)
 _EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b")
 # a number: digits in any script, with thousands/decimal separators between digit runs;
 # "40 000" (space-grouped thousands) is one number

@@ -51,7 +51,12 @@ def _candidate_arrays(out_dir: Path, src: str, tgt: str) -> tuple[np.ndarray, np
         ratios.append(_log_ratio(batch.column("src_text"), batch.column("tgt_text")))
     if not scores:
         return np.zeros(0), np.zeros(0)
-    return np.concatenate(scores).astype(np.float64), np.concatenate(ratios)
+    return _finite(np.concatenate(scores)), np.concatenate(ratios)
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x[np.isfinite(x)]
 
 
 def _log_ratio(src, tgt) -> np.ndarray:
@@ -103,7 +108,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     if not path.exists():
         raise MinerError(f"{path}: no such file; run `mine bitext {out_dir} --pair {pair}` first")
     kept = pq.read_table(path, columns=["score", "src_text", "tgt_text"])
-    kept_scores = kept.column("score").to_numpy().astype(np.float64)
+    kept_scores = _finite(kept.column("score").to_numpy())
     kept_ratio = _log_ratio(kept.column("src_text"), kept.column("tgt_text"))
     cand_scores, cand_ratio = _candidate_arrays(out_dir, src, tgt)
     stage = manifest["stages"].get(f"bitext/{pair}", {})
