@@ -271,6 +271,36 @@ def embed(directory, langs, config_file, **flags):
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--pair", "lang_pairs", multiple=True, required=True,
+              help="Language pair, e.g. de-en (repeatable).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
+@click.option("-k", "--k", "k", type=int, help="Neighbours per sentence [4].")
+@click.option("--index", type=click.Choice(["flat", "ivf", "ivfpq", "auto"]),
+              help="flat (exact) | ivf | ivfpq | auto (by size) [flat].")
+@click.option("--nprobe", type=int, help="Inverted lists visited per query (ivf, ivfpq) [64].")
+@click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]),
+              help="Exact search implementation [auto].")
+@click.option("--max-memory", help="Memory budget of the search blocks, e.g. 8G [8G].")
+@user_errors
+def knn(directory, lang_pairs, config_file, **flags):
+    """k nearest neighbours of each source sentence among the targets and back."""
+    from miner.config import parse_pair
+    from miner.knn.stage import run_knn
+    from miner.lid import normalize_lang
+
+    cfg = build_config(config_file, **flags)
+    for p in lang_pairs:
+        src, tgt = (normalize_lang(x) for x in parse_pair(p))
+        c = run_knn(cfg, directory, src, tgt)
+        for direction in ("fwd", "bwd"):
+            d = c[direction]
+            click.echo(f"knn {src}-{tgt} {direction}: {d['queries']} queries x {d['database']} "
+                       f"({d['index']}), {d['searched_shards']} shard(s) searched, "
+                       f"{d['skipped_shards']} already done")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--pair", "lang_pairs", multiple=True, required=True, help="e.g. de-en.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")

@@ -57,12 +57,17 @@ def input_error_norms(x: np.ndarray, bf16: bool) -> tuple[np.ndarray, np.ndarray
     ``|x - x~|`` (x~ = x rounded to bf16; zero error in fp32 mode), float64 (n,)."""
     import torch
 
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    if not bf16:
-        return xt.double().norm(dim=1).numpy(), np.zeros(len(x))
-    xr = xt.bfloat16().float()
-    # float32 norms: relative error ~d * 2**-24, covered by the 1.01 in the bound
-    return xr.norm(dim=1).double().numpy(), (xt - xr).norm(dim=1).double().numpy()
+    norms, errs = np.empty(len(x)), np.zeros(len(x))
+    for start in range(0, len(x), 65536):  # chunks: no float32 copy of a whole database
+        xt = torch.from_numpy(np.ascontiguousarray(x[start:start + 65536], dtype=np.float32))
+        if not bf16:
+            norms[start:start + len(xt)] = xt.double().norm(dim=1).numpy()
+            continue
+        xr = xt.bfloat16().float()
+        # float32 norms: relative error ~d * 2**-24, covered by the 1.01 in the bound
+        norms[start:start + len(xt)] = xr.norm(dim=1).double().numpy()
+        errs[start:start + len(xt)] = (xt - xr).norm(dim=1).double().numpy()
+    return norms, errs
 
 
 def score_error_bound(q_norm, q_err, y_norm_max: float, y_err_max: float, d: int,
@@ -90,7 +95,7 @@ def exact_sims(queries: np.ndarray, database: np.ndarray, rows: np.ndarray,
     r = rows.reshape(-1)
     c = cols.reshape(-1)
     flat = out.reshape(-1)
-    step = max(1, (1 << 24) // max(1, queries.shape[1]))
+    step = max(1, (1 << 21) // max(1, queries.shape[1]))
     for start in range(0, len(r), step):
         rr, cc = r[start:start + step], c[start:start + step]
         ok = cc >= 0

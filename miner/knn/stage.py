@@ -1,0 +1,304 @@
+"""The ``knn`` stage: embedding shards -> neighbour shards, both directions, resumable.
+
+Reads ``DIR/embeddings/{src}`` and ``DIR/embeddings/{tgt}`` and writes
+
+    DIR/knn/{src}-{tgt}/fwd/part-NNNNN.parquet   one per source shard (same name)
+    DIR/knn/{src}-{tgt}/bwd/part-NNNNN.parquet   one per target shard
+
+with columns, row-aligned with the query's embedding (and sentence) shard:
+
+    id        uint64                          the query sentence id
+    nbr_ids   fixed_size_list<uint64>[k']     neighbour sentence ids, best first
+    nbr_sims  fixed_size_list<float32>[k']    their inner products
+    mean_sim  float32                         mean of nbr_sims (the margin denominator)
+
+k' = min(k, rows on the other side). ``fwd`` holds the neighbours of source
+sentences among the targets, ``bwd`` those of target sentences among the sources.
+With ``--index flat`` the search is exact (ties to the lower target row), so the
+concatenated parts are identical whatever the shard sizes. Each part is written
+atomically and carries a fingerprint (kNN settings, encoder, the query shard and the
+list of database shards) in its Parquet metadata: a rerun skips parts whose
+fingerprint matches and redoes stale ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from miner.config import Config, parse_memory
+from miner.embed.shards import check_consistent, embedding_shards
+from miner.errors import MinerError
+from miner.io import atomic_path
+from miner.knn.index import build_index, choose_index, index_search, train_sample, train_size
+from miner.knn.sharded import knn_partitions, mean_topk, plan_blocks, resolve_backend
+from miner.manifest import update_stage
+
+log = logging.getLogger(__name__)
+
+KNN_META_KEY = b"miner.knn"
+DIRECTIONS = ("fwd", "bwd")
+
+
+# -- reading and writing neighbour shards -----------------------------------------
+
+def knn_dir(out_dir: str | Path, src: str, tgt: str, direction: str) -> Path:
+    """``DIR/knn/{src}-{tgt}/{fwd|bwd}``."""
+    return Path(out_dir) / "knn" / f"{src}-{tgt}" / direction
+
+
+def knn_shards(out_dir: str | Path, src: str, tgt: str, direction: str) -> list[Path]:
+    """The neighbour shards of one direction, in order (aligned with the query shards)."""
+    return sorted(knn_dir(out_dir, src, tgt, direction).glob("part-*.parquet"))
+
+
+def write_knn_shard(path: str | Path, ids: np.ndarray, nbr_ids: np.ndarray,
+                    nbr_sims: np.ndarray, mean_sim: np.ndarray, fingerprint: dict) -> None:
+    """Write one neighbour shard atomically.
+
+    ids (n,) uint64, nbr_ids (n, k) uint64, nbr_sims (n, k) float32, mean_sim (n,)
+    float32; fingerprint goes to the Parquet metadata (see ``read_fingerprint``).
+    """
+    n, k = nbr_ids.shape
+    table = pa.table({
+        "id": pa.array(np.asarray(ids, np.uint64)),
+        "nbr_ids": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(nbr_ids, np.uint64).reshape(-1)), k),
+        "nbr_sims": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.ascontiguousarray(nbr_sims, np.float32).reshape(-1)), k),
+        "mean_sim": pa.array(np.asarray(mean_sim, np.float32)),
+    })
+    table = table.replace_schema_metadata({KNN_META_KEY: json.dumps(fingerprint, sort_keys=True)})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_knn_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """ids (n,) uint64, nbr_ids (n, k) uint64, nbr_sims (n, k) float32, mean_sim (n,) float32."""
+    try:
+        t = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+    n = t.num_rows
+
+    def matrix(name):
+        col = t.column(name).combine_chunks()
+        return col.values.to_numpy(zero_copy_only=False).reshape(n, col.type.list_size)
+
+    return (t.column("id").to_numpy(), matrix("nbr_ids"), matrix("nbr_sims"),
+            t.column("mean_sim").to_numpy())
+
+
+def read_knn(out_dir: str | Path, src: str, tgt: str, direction: str
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """All parts of one direction concatenated (see ``read_knn_shard``)."""
+    paths = knn_shards(out_dir, src, tgt, direction)
+    if not paths:
+        raise MinerError(f"{knn_dir(out_dir, src, tgt, direction)}: no neighbour shards "
+                         f"(run `mine knn {out_dir} --pair {src}-{tgt}` first)")
+    parts = [read_knn_shard(p) for p in paths]
+    return tuple(np.concatenate([p[i] for p in parts]) for i in range(4))  # type: ignore
+
+
+def read_fingerprint(path: str | Path) -> dict | None:
+    """The fingerprint stored in a neighbour shard, or None when unreadable."""
+    try:
+        md = pq.read_schema(path).metadata or {}
+        return json.loads(md[KNN_META_KEY])
+    except (OSError, pa.ArrowInvalid, KeyError, json.JSONDecodeError):
+        return None
+
+
+# -- embeddings -------------------------------------------------------------------
+
+def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """ids (n,) uint64 and embeddings (n, d) in their storage dtype (float16 stays float16)."""
+    try:
+        t = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+    col = t.column("embedding").combine_chunks()
+    emb = col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
+    return t.column("id").to_numpy(), emb
+
+
+def shard_rows(paths: list[Path]) -> list[int]:
+    return [pq.ParquetFile(p).metadata.num_rows for p in paths]
+
+
+def _describe(paths: list[Path], rows: list[int]) -> list[list]:
+    return [[p.name, p.stat().st_size, r] for p, r in zip(paths, rows)]
+
+
+class Database:
+    """The searched side: shards read into partitions of at most ``part_rows`` rows.
+
+    When everything fits one partition it is read once and kept; otherwise each
+    ``partitions()`` call reads the shards again (bounded memory, more I/O).
+    """
+
+    def __init__(self, paths: list[Path], rows: list[int], part_rows: int):
+        self.paths, self.rows, self.part_rows = paths, rows, part_rows
+        self.n = sum(rows)
+        self._cached: list[np.ndarray] | None = None
+
+    def ids(self) -> np.ndarray:
+        return np.concatenate([pq.read_table(p, columns=["id"]).column("id").to_numpy()
+                               for p in self.paths])
+
+    def partitions(self) -> Iterator[np.ndarray]:
+        if self._cached is not None:
+            yield from self._cached
+            return
+        parts = list(self._read())
+        if len(parts) == 1:
+            self._cached = parts
+        yield from parts
+
+    def _read(self) -> Iterator[np.ndarray]:
+        """Partitions filled shard by shard into preallocated arrays (no double copy)."""
+        buf, fill = None, 0
+        for p in self.paths:
+            _, emb = read_embeddings(p)
+            while len(emb):
+                if buf is None:
+                    size = min(self.part_rows, self.n)
+                    buf, fill = np.empty((size, emb.shape[1]), emb.dtype), 0
+                take = min(len(emb), len(buf) - fill)
+                buf[fill:fill + take] = emb[:take]
+                fill += take
+                emb = emb[take:]
+                if fill == len(buf):
+                    yield buf
+                    buf = None
+            del emb
+        if buf is not None and fill:
+            yield buf[:fill]
+
+
+# -- the stage ----------------------------------------------------------------------
+
+def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str) -> dict:
+    """Neighbours of every source sentence among the targets (fwd) and of every target
+    among the sources (bwd); returns counts per direction and records the manifest."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    sides = {}
+    for lang in (src_lang, tgt_lang):
+        d = out_dir / "embeddings" / lang
+        paths = embedding_shards(d)
+        if not paths:
+            raise MinerError(f"{d}: no embedding shards (run `mine embed {out_dir} "
+                             f"--lang {lang}` first)")
+        sides[lang] = (paths, check_consistent(paths), shard_rows(paths))
+    (_, ms, _), (_, mt, _) = sides[src_lang], sides[tgt_lang]
+    if (ms.encoder, ms.dim) != (mt.encoder, mt.dim):
+        raise MinerError(f"{src_lang} embeddings are {ms.encoder} (dim {ms.dim}) but {tgt_lang} "
+                         f"embeddings are {mt.encoder} (dim {mt.dim}); embed both with one encoder")
+    kc = cfg.knn
+    if kc.k < 1:
+        raise MinerError(f"k must be at least 1, not {kc.k}")
+    counts = {}
+    for direction, q_lang, db_lang in (("fwd", src_lang, tgt_lang), ("bwd", tgt_lang, src_lang)):
+        q_paths, _, q_rows = sides[q_lang]
+        db_paths, _, db_rows = sides[db_lang]
+        counts[direction] = _run_direction(
+            cfg, knn_dir(out_dir, src_lang, tgt_lang, direction), q_paths, q_rows,
+            db_paths, db_rows, ms.encoder, ms.dim)
+    update_stage(out_dir, f"knn/{src_lang}-{tgt_lang}", {
+        "config_hash": cfg.stage_hash("knn"), "k": kc.k, "encoder": ms.encoder, "dim": ms.dim,
+        "counts": counts, "seconds": round(time.time() - start, 3), "finished": True})
+    return counts
+
+
+def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int],
+                   db_paths: list[Path], db_rows: list[int], encoder: str, dim: int) -> dict:
+    t0 = time.time()
+    kc = cfg.knn
+    n_db, n_q = sum(db_rows), sum(q_rows)
+    kind = choose_index(kc.index, n_db)
+    backend = resolve_backend(kc.knn_backend)
+    settings = {key: v for key, v in dataclasses.asdict(kc).items() if key != "max_memory"}
+    settings.update(index=kind, backend=backend if kind == "flat" else "faiss", seed=cfg.seed)
+    if kind == "flat":
+        settings.pop("nprobe")
+    base = {"knn": settings, "encoder": encoder, "dim": dim,
+            "database": _describe(db_paths, db_rows)}
+    wanted = {}
+    for p, r in zip(q_paths, q_rows):
+        wanted[p.name] = dict(base, query=[p.name, p.stat().st_size, r])
+    # parts left from a run with other query shards would be mixed in: drop them
+    for stale in out.glob("part-*.parquet"):
+        if stale.name not in wanted:
+            stale.unlink()
+    todo = [(p, r) for p, r in zip(q_paths, q_rows)
+            if read_fingerprint(out / p.name) != wanted[p.name]]
+    counts = {"queries": n_q, "database": n_db, "index": kind, "shards": len(q_paths),
+              "searched_shards": len(todo), "skipped_shards": len(q_paths) - len(todo)}
+    if not todo:
+        counts["seconds"] = round(time.time() - t0, 3)
+        return counts
+    budget = parse_memory(kc.max_memory)
+    part_rows, q_block = plan_blocks(budget, dim, max(q_rows), n_db, backend)
+    db = Database(db_paths, db_rows, part_rows)
+    db_ids = db.ids()
+    if kind == "flat":
+        def search(q):
+            return knn_partitions(q, db.partitions(), kc.k, backend)
+    else:
+        index = _build_faiss_index(db, kind, kc.nprobe, cfg.seed)
+
+        def search(q):
+            return index_search(index, q, kc.k)
+    searched = 0
+    for p, _ in todo:
+        ids, emb = read_embeddings(p)
+        sims_l, rows_l = [], []
+        for s0 in range(0, len(emb), q_block):
+            sims, rows = search(emb[s0:s0 + q_block])
+            sims_l.append(sims)
+            rows_l.append(rows)
+        kk = min(kc.k, n_db)
+        sims = np.concatenate(sims_l) if sims_l else np.zeros((0, kk), np.float32)
+        rows = np.concatenate(rows_l) if rows_l else np.zeros((0, kk), np.int64)
+        valid = rows >= 0  # approximate indexes may return fewer than k
+        nbr = np.where(valid, db_ids[np.where(valid, rows, 0)], np.uint64(0)).astype(np.uint64)
+        sims = np.where(valid, sims, -np.inf).astype(np.float32)
+        mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
+        write_knn_shard(out / p.name, ids, nbr, sims, mean, wanted[p.name])
+        searched += len(ids)
+        log.info("knn %s: %s done (%d queries)", out, p.name, len(ids))
+    counts["searched_queries"] = searched
+    counts["seconds"] = round(time.time() - t0, 3)
+    return counts
+
+
+def _masked_mean(sims: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    total = np.where(valid, sims, 0).astype(np.float64).sum(1)
+    return (total / np.maximum(valid.sum(1), 1)).astype(np.float32)
+
+
+def _build_faiss_index(db: Database, kind: str, nprobe: int, seed: int):
+    """Train an IVF / IVF-PQ index on a deterministic sample of the database, then add
+    every partition (global row order)."""
+    sample_rows = train_sample(db.n, train_size(kind, db.n), seed)
+    train, offset = [], 0
+    for part in db.partitions():
+        local = sample_rows[(sample_rows >= offset) & (sample_rows < offset + len(part))] - offset
+        train.append(part[local].astype(np.float32))
+        offset += len(part)
+    train = np.concatenate(train)
+    dim = train.shape[1]
+    index = build_index(kind, db.n, dim, train, nprobe)
+    for part in db.partitions():
+        for s0 in range(0, len(part), 65536):
+            index.add(np.ascontiguousarray(part[s0:s0 + 65536], dtype=np.float32))
+    return index
