@@ -46,7 +46,8 @@ class Executor:
     name = "base"
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
-            num_cpus: float = 1, on_result: Optional[Callable[[Any, Any], None]] = None) -> list:
+            num_cpus: float = 1, num_gpus: float = 0,
+            on_result: Optional[Callable[[Any, Any], None]] = None) -> list:
         """``[fn(item) for item in items]``, possibly in parallel; results in input order.
 
         ``on_result(item, result)`` is called on the driver as each result arrives.
@@ -93,7 +94,7 @@ class LocalExecutor(Executor):
             raise MinerError(f"workers must be 0 (all cores) or more, got {workers}")
         self.workers = workers or len(os.sched_getaffinity(0))
 
-    def map(self, fn, items, *, desc="", num_cpus=1, on_result=None) -> list:
+    def map(self, fn, items, *, desc="", num_cpus=1, num_gpus=0, on_result=None) -> list:
         items = list(items)
         workers = max(1, min(self.workers, len(items)))
         results: list = [None] * len(items)
@@ -203,11 +204,11 @@ class RayExecutor(Executor):
                 raise MinerError(str(cause)) from None
             raise
 
-    def map(self, fn, items, *, desc="", num_cpus=1, on_result=None) -> list:
+    def map(self, fn, items, *, desc="", num_cpus=1, num_gpus=0, on_result=None) -> list:
         items = list(items)
         if not items:
             return []
-        task = self.ray.remote(_run_task).options(num_cpus=num_cpus,
+        task = self.ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus,
                                                   max_retries=self.max_retries,
                                                   retry_exceptions=False)
         fn_ref = self.ray.put(fn)

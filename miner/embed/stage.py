@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
-from miner.config import Config
-from miner.embed.encoders import Encoder, encoder_id, load_encoder
+from miner.config import Config, EmbedConfig
+from miner.embed.encoders import Encoder, MuseEncoder, encoder_id, load_encoder
 from miner.embed.shards import EmbeddingMeta, read_embedding_meta, write_embedding_shard
 from miner.errors import MinerError
+from miner.executor import Executor, LocalExecutor
 from miner.manifest import update_stage
 
 log = logging.getLogger(__name__)
@@ -66,26 +67,82 @@ def embed_shard(encoder: Encoder, sent_path: Path, emb_path: Path, meta: Embeddi
     return len(texts)
 
 
+class EmbedWorker:
+    """An executor worker: loads the encoder once, then embeds one shard per call.
+
+    ``EmbedWorker(cfg.embed)`` on a cluster (the model loads inside the worker, on its
+    GPU when it has one); ``EmbedWorker(cfg.embed, encoder)`` reuses a loaded encoder.
+    """
+
+    def __init__(self, settings: EmbedConfig, encoder: Encoder | None = None):
+        e = settings
+        self.encoder = encoder or load_encoder(e.encoder, e.model, e.device, e.batch_size)
+
+    def __call__(self, task: tuple[str, str, EmbeddingMeta]) -> int:
+        sent_path, emb_path, meta = task
+        if encoder_id(self.encoder) != meta.encoder or self.encoder.dim != meta.dim:
+            raise MinerError(f"worker encoder {encoder_id(self.encoder)} is not {meta.encoder}")
+        return embed_shard(self.encoder, Path(sent_path), Path(emb_path), meta)
+
+    def meta(self, dtype: str) -> EmbeddingMeta:
+        return EmbeddingMeta(encoder_id(self.encoder), self.encoder.dim, dtype)
+
+
+def _worker_meta(settings: EmbedConfig, _item=None) -> EmbeddingMeta:
+    """The embedding metadata of the encoder ``settings`` name (loads it)."""
+    return EmbedWorker(settings).meta(settings.embed_dtype)
+
+
+def encoder_meta(cfg: Config, encoder: Encoder | None, executor: Executor | None) -> EmbeddingMeta:
+    """Metadata of the run's encoder without loading it on the driver when avoidable:
+    from ``encoder`` if given, known for muse, else from one task on ``executor``."""
+    e = cfg.embed
+    if encoder is not None:
+        return EmbeddingMeta(encoder_id(encoder), encoder.dim, e.embed_dtype)
+    if e.encoder == "muse" and not e.model:
+        return EmbeddingMeta(MuseEncoder.name, MuseEncoder.dim, e.embed_dtype)
+    if executor is None:
+        return _worker_meta(e)
+    return executor.map(partial(_worker_meta, e), [None], num_gpus=_gpus_per_worker(cfg, executor))[0]
+
+
+def _gpus_per_worker(cfg: Config, executor: Executor) -> int:
+    """1 when the encoder can use a GPU, the device allows one and the executor has
+    GPUs; muse runs on CPU only."""
+    e = cfg.embed
+    if e.encoder == "muse" or e.device == "cpu":
+        return 0
+    return 1 if executor.gpus() > 0 else 0
+
+
 def run_embed(cfg: Config, out_dir: str | Path, lang: str,
-              encoder: Encoder | None = None) -> dict:
-    """Embed every sentence shard of ``lang`` not embedded yet; returns counts."""
+              encoder: Encoder | None = None, executor: Executor | None = None) -> dict:
+    """Embed every sentence shard of ``lang`` not embedded yet; returns counts.
+
+    Shards are independent tasks: with an ``executor`` (``miner.executor``) each one
+    runs on a worker that loaded the encoder once (a GPU actor on a Ray cluster with
+    GPUs); without one, in this process with ``encoder`` (loaded if not given).
+    """
     start = time.time()
     shards = sentence_shards(out_dir, lang)
     e = cfg.embed
     if e.embed_dtype not in ("float16", "float32"):
         raise MinerError(f"embed_dtype must be float16 or float32, not {e.embed_dtype!r}")
-    encoder = encoder or load_encoder(e.encoder, e.model, e.device, e.batch_size)
-    meta = EmbeddingMeta(encoder_id(encoder), encoder.dim, e.embed_dtype)
+    local = executor is None or executor.name == "local"
+    if local and encoder is None:
+        encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
+    meta = encoder_meta(cfg, encoder, executor)
     todo = [s for s in shards if not shard_is_done(embedding_path(out_dir, lang, s), s, meta)]
-    n_rows = skipped = 0
-    bar = tqdm(total=len(todo), unit="shard", desc=f"embed {lang}", disable=None)
-    for s in todo:
-        t = time.time()
-        rows = embed_shard(encoder, s, embedding_path(out_dir, lang, s), meta)
-        n_rows += rows
-        bar.set_postfix(sent_per_s=f"{rows / max(time.time() - t, 1e-9):.0f}")
-        bar.update()
-    bar.close()
+    tasks = [(str(s), str(embedding_path(out_dir, lang, s)), meta) for s in todo]
+    if local:  # one in-process worker around the loaded encoder
+        make_worker = partial(EmbedWorker, e, encoder)
+        executor = executor or LocalExecutor(1)
+        num_gpus = 0
+    else:
+        make_worker = partial(EmbedWorker, e)
+        num_gpus = _gpus_per_worker(cfg, executor)
+    rows = executor.map_actors(make_worker, tasks, desc=f"embed {lang}", num_gpus=num_gpus)
+    n_rows = sum(rows)
     skipped = len(shards) - len(todo)
     # shards left over from an earlier run with more shards would be mixed in: drop them
     wanted = {s.name for s in shards}
