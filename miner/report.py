@@ -78,14 +78,12 @@ def _plot(path: Path, title: str, xlabel: str, edges: np.ndarray, series: dict,
     ax = fig.add_subplot()
     for name, counts in series.items():
         ax.stairs(counts, edges, label=name, fill=name == "kept", alpha=0.6 if name == "kept" else 1)
-    for name, x in lines.items():
-        ax.axvline(x, color="red", linestyle="--", linewidth=1)
-        ax.annotate(name, (x, 1), xycoords=("data", "axes fraction"), rotation=90,
-                    va="top", ha="right", fontsize=8, color="red")
+    for (name, x), style in zip(lines.items(), ("--", ":")):
+        ax.axvline(x, color="red", linestyle=style, linewidth=1, label=name)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("pairs")
-    ax.legend(loc="upper left" if lines else "best", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", metadata={"Software": None})
@@ -116,7 +114,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     bounds = stage.get("length_ratio_bounds")
 
     plots = {}
-    score_marks = {"threshold": threshold} if threshold is not None else {}
+    score_marks = {f"threshold {threshold:g}": threshold} if threshold is not None else {}
     edges = _edges([cand_scores, kept_scores], list(score_marks.values()))
     score_series = {"candidates": _histogram(cand_scores, edges)} if len(cand_scores) else {}
     score_series["kept"] = _histogram(kept_scores, edges)
@@ -124,8 +122,8 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     _plot(out_dir / plots["scores"], f"{pair}: margin scores", "score", edges, score_series,
           score_marks)
 
-    ratio_marks = ({"min ratio": float(np.log2(bounds[0])), "max ratio": float(np.log2(bounds[1]))}
-                   if bounds else {})
+    ratio_marks = ({f"min ratio {bounds[0]:g}": float(np.log2(bounds[0])),
+                    f"max ratio {bounds[1]:g}": float(np.log2(bounds[1]))} if bounds else {})
     r_edges = _edges([cand_ratio, kept_ratio], list(ratio_marks.values()))
     ratio_series = {"candidates": _histogram(cand_ratio, r_edges)} if len(cand_ratio) else {}
     ratio_series["kept"] = _histogram(kept_ratio, r_edges)
@@ -177,7 +175,7 @@ def build_report(out_dir: str | Path, pair: Optional[str] = None) -> dict:
         "directory": str(out_dir),
         "stages": {name: {"counts": rec.get("counts", {}), "seconds": rec.get("seconds"),
                           "finished": rec.get("finished")}
-                   for name, rec in sorted(manifest["stages"].items())},
+                   for name, rec in manifest["stages"].items()},  # in the order run
         "pairs": {p: pair_report(out_dir, p, manifest) for p in pairs},
     }
     write_json(out_dir / "report.json", report)
