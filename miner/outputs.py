@@ -44,6 +44,7 @@ BITEXT_SCHEMA = pa.schema([SCORE_SCHEMA.field(n) for n in (
     "tgt_doc_id", "src_url_or_title", "tgt_url_or_title", "src_source", "tgt_source",
     "src_lid_prob", "tgt_lid_prob")])
 BATCH_ROWS = 65_536
+MAX_CARD_SOURCES = 20  # sources listed in the data card, most used first
 
 
 def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
@@ -159,8 +160,12 @@ def data_card(cfg: Config, src: str, tgt: str, counts: dict, threshold: Optional
     """The README.md of a bitext folder: languages, counts, settings, sources, licence."""
     encoder = cfg.embed.encoder + (f" ({cfg.embed.model})" if cfg.embed.model else "")
     dropped = "\n".join(f"| {name} | {n} |" for name, n in counts["dropped"].items())
+    top = sorted(sources.items(), key=lambda kv: (-kv[1], kv[0]))
     src_lines = "\n".join(f"- {name}: {n} sentences in kept pairs"
-                          for name, n in sorted(sources.items())) or "- (no pairs kept)"
+                          for name, n in top[:MAX_CARD_SOURCES]) or "- (no pairs kept)"
+    if len(top) > MAX_CARD_SOURCES:
+        src_lines += (f"\n- ... and {len(top) - MAX_CARD_SOURCES} more sources "
+                      f"(column src_source / tgt_source of bitext.parquet)")
     th = f"{threshold:g}" if threshold is not None else "none (every candidate scored)"
     ratio = f"{bounds[0]:g}-{bounds[1]:g}" if bounds else "off"
     return f"""# Mined bitext {src}-{tgt}
