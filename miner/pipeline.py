@@ -52,13 +52,8 @@ def prepare_is_current(cfg: Config, out_dir: Path, langs: list[str]) -> bool:
 
 def run_pipeline(cfg: Config, progress=print) -> dict:
     """Run every stage for every pair of ``cfg``; returns a summary dict."""
-    from miner.embed.stage import run_embed
-    from miner.knn.stage import run_knn
+    from miner.executor import executor_for
     from miner.lid import normalize_lang
-    from miner.outputs import write_bitext
-    from miner.prepare import prepare
-    from miner.report import build_report
-    from miner.score import run_score, score_is_current
 
     if not cfg.pairs:
         raise MinerError("no language pairs given (--pair de-en or pairs = [...] in the config)")
@@ -75,30 +70,46 @@ def run_pipeline(cfg: Config, progress=print) -> dict:
         timings[name] = round(time.time() - t, 3)
         return result
 
+    executor = executor_for(cfg)  # local (default) or a Ray cluster: miner.executor
+    try:
+        return _run_stages(cfg, out_dir, pairs, langs, executor, stage, timings, progress)
+    finally:
+        executor.close()
+
+
+def _run_stages(cfg: Config, out_dir: Path, pairs, langs, executor, stage, timings,
+                progress) -> dict:
+    from miner.embed.stage import run_embed
+    from miner.knn.stage import run_knn
+    from miner.outputs import write_bitext
+    from miner.prepare import prepare
+    from miner.report import build_report
+    from miner.score import run_score, score_is_current
+
     if prepare_is_current(cfg, out_dir, langs):
         progress("prepare: up to date, skipped")
     else:
         progress(f"prepare: {len(cfg.inputs)} input(s) -> {', '.join(langs)}")
-        stage("prepare", prepare, cfg, list(cfg.inputs), langs, out_dir)
+        stage("prepare", prepare, cfg, list(cfg.inputs), langs, out_dir, executor)
         rec = read_manifest(out_dir)["stages"]["prepare"]
         rec["fingerprint"] = input_fingerprint(cfg.inputs)
         update_stage(out_dir, "prepare", rec)
 
     encoder = None
     for lang in langs:
-        if encoder is None:
+        if encoder is None and executor.name == "local":  # cluster workers load their own
             from miner.embed.encoders import load_encoder
 
             e = cfg.embed
             encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
-        counts = stage(f"embed/{lang}", run_embed, cfg, out_dir, lang, encoder)
+        counts = stage(f"embed/{lang}", run_embed, cfg, out_dir, lang, encoder, executor)
         progress(f"embed {lang}: {counts['embedded_shards']} shard(s) embedded, "
                  f"{counts['skipped_shards']} already done")
 
     summary = {"pairs": {}, "timings": timings}
     for src, tgt in pairs:
         pair = f"{src}-{tgt}"
-        counts = stage(f"knn/{pair}", run_knn, cfg, out_dir, src, tgt)
+        counts = stage(f"knn/{pair}", run_knn, cfg, out_dir, src, tgt, executor)
         progress(f"knn {pair}: done")
         if score_is_current(cfg, out_dir, src, tgt):
             progress(f"score {pair}: up to date, skipped")

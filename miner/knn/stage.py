@@ -186,9 +186,14 @@ class Database:
 
 # -- the stage ----------------------------------------------------------------------
 
-def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str) -> dict:
+def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
+            executor=None) -> dict:
     """Neighbours of every source sentence among the targets (fwd) and of every target
-    among the sources (bwd); returns counts per direction and records the manifest."""
+    among the sources (bwd); returns counts per direction and records the manifest.
+
+    With a cluster ``executor`` (``miner.executor.RayExecutor``) an exact search runs
+    as (query shard x database partition) tasks and one top-k merge per query shard
+    (``miner.knn.distributed``), with the same output."""
     start = time.time()
     out_dir = Path(out_dir)
     sides = {}
@@ -212,7 +217,7 @@ def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str) -> d
         db_paths, _, db_rows = sides[db_lang]
         counts[direction] = _run_direction(
             cfg, knn_dir(out_dir, src_lang, tgt_lang, direction), q_paths, q_rows,
-            db_paths, db_rows, ms.encoder, ms.dim)
+            db_paths, db_rows, ms.encoder, ms.dim, executor)
     update_stage(out_dir, f"knn/{src_lang}-{tgt_lang}", {
         "config_hash": cfg.stage_hash("knn"), "k": kc.k, "encoder": ms.encoder, "dim": ms.dim,
         "counts": counts, "seconds": round(time.time() - start, 3), "finished": True})
@@ -220,7 +225,8 @@ def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str) -> d
 
 
 def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int],
-                   db_paths: list[Path], db_rows: list[int], encoder: str, dim: int) -> dict:
+                   db_paths: list[Path], db_rows: list[int], encoder: str, dim: int,
+                   executor=None) -> dict:
     t0 = time.time()
     kc = cfg.knn
     n_db, n_q = sum(db_rows), sum(q_rows)
@@ -248,6 +254,16 @@ def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int
         return counts
     budget = parse_memory(kc.max_memory)
     part_rows, q_block = plan_blocks(budget, dim, max(q_rows), n_db, backend)
+    if executor is not None and executor.name != "local" and kind == "flat":
+        from miner.knn.distributed import DirectionPlan, run_direction
+
+        plan = DirectionPlan(str(out), tuple(map(str, db_paths)), tuple(db_rows), part_rows,
+                             q_block, kc.k, backend)
+        gpu = 1 if backend in ("torch", "triton") and executor.gpus() > 0 else 0
+        counts["searched_queries"] = run_direction(
+            executor, plan, [(p, wanted[p.name]) for p, _ in todo], num_gpus=gpu)
+        counts["seconds"] = round(time.time() - t0, 3)
+        return counts
     db = Database(db_paths, db_rows, part_rows)
     db_ids = db.ids()
     if kind == "flat":
@@ -261,6 +277,7 @@ def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int
     searched = 0
     for p, _ in todo:
         ids, emb = read_embeddings(p)
+        emb = np.array(emb)  # writable (torch warns on read-only Arrow memory)
         sims_l, rows_l = [], []
         for s0 in range(0, len(emb), q_block):
             sims, rows = search(emb[s0:s0 + q_block])

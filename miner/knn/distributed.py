@@ -1,0 +1,144 @@
+"""The exact (flat) kNN of one direction as executor tasks, for ``--executor ray``.
+
+Two steps over the query shards Q_i and the database partitions P_j (``part_rows``
+rows of the concatenated database shards, as ``Database`` cuts them):
+
+1. ``search_partition``: one task per (Q_i, P_j). It reads Q_i and only the database
+   shards overlapping P_j, searches in the same query blocks as the single-process
+   stage, and writes (sims, global rows, sentence ids), each (n_i, k'), to
+   ``{out}/.partial/{Q_i}.{j}.npz`` on the shared filesystem (atomically; an existing
+   partial of the same fingerprint is reused on a rerun).
+2. ``merge_shard``: one task per Q_i: the top-k of the union of its partials, ordered
+   by similarity then global row as ``merge_topk`` orders them, so the result is the
+   one searching partitions in turn gives, bit for bit; writes the neighbour shard
+   with its fingerprint and removes the partials.
+
+Workers exchange nothing but file names: every array goes through ``out``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from miner.io import atomic_path
+from miner.knn.sharded import knn_partitions, mean_topk
+
+
+@dataclass(frozen=True)
+class DirectionPlan:
+    """What every task of one direction needs (small, pickled to the workers)."""
+
+    out: str                    # DIR/knn/{pair}/{direction}
+    db_paths: tuple[str, ...]   # database embedding shards, in order
+    db_rows: tuple[int, ...]
+    part_rows: int              # rows per database partition
+    q_block: int                # query rows per search block
+    k: int
+    backend: str
+
+    def partitions(self) -> list[tuple[int, int]]:
+        """(start, stop) global rows of each database partition."""
+        n = sum(self.db_rows)
+        return [(s, min(s + self.part_rows, n)) for s in range(0, n, self.part_rows)] or [(0, 0)]
+
+
+def _partial_path(plan: DirectionPlan, q_name: str, j: int, fingerprint: dict) -> Path:
+    key = hashlib.sha256(json.dumps([fingerprint, plan.part_rows, plan.q_block], sort_keys=True)
+                         .encode()).hexdigest()[:12]
+    return Path(plan.out) / ".partial" / f"{q_name}.{j:05d}.{key}.npz"
+
+
+def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Database rows [start, stop) in storage dtype, and their sentence ids."""
+    from miner.knn.stage import read_embeddings
+
+    embs, ids, offset = [], [], 0
+    for path, n in zip(plan.db_paths, plan.db_rows):
+        lo, hi = max(start, offset), min(stop, offset + n)
+        if lo < hi:
+            i, e = read_embeddings(Path(path))
+            embs.append(e[lo - offset:hi - offset])
+            ids.append(i[lo - offset:hi - offset])
+        offset += n
+    if not embs:
+        return np.zeros((0, 1), np.float16), np.zeros(0, np.uint64)
+    return np.concatenate(embs), np.concatenate(ids)
+
+
+def search_partition(item: tuple[str, int, dict], plan: DirectionPlan) -> str:
+    """Task 1: top-k of query shard ``item[0]`` in database partition ``item[1]``;
+    returns the partial's path."""
+    from miner.knn.stage import read_embeddings
+
+    q_path, j, fingerprint = item
+    dest = _partial_path(plan, Path(q_path).name, j, fingerprint)
+    if dest.exists():
+        return str(dest)
+    start, stop = plan.partitions()[j]
+    part, part_ids = _read_rows(plan, start, stop)
+    _, emb = read_embeddings(Path(q_path))
+    kk = min(plan.k, sum(plan.db_rows))
+    sims_l, rows_l = [], []
+    for s0 in range(0, len(emb), plan.q_block):
+        s, r = knn_partitions(emb[s0:s0 + plan.q_block], [part], plan.k, plan.backend)
+        sims_l.append(s)
+        rows_l.append(r)
+    width = min(kk, len(part))
+    sims = np.concatenate(sims_l) if sims_l else np.zeros((0, width), np.float32)
+    rows = np.concatenate(rows_l) if rows_l else np.zeros((0, width), np.int64)
+    ids = part_ids[np.maximum(rows, 0)] if len(part_ids) else np.zeros(rows.shape, np.uint64)
+    buf = io.BytesIO()
+    np.savez(buf, sims=sims.astype(np.float32), rows=(rows + start).astype(np.int64),
+             ids=ids.astype(np.uint64))
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(buf.getvalue())
+    return str(dest)
+
+
+def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
+    """Task 2: merge the partials of one query shard into its neighbour shard; returns
+    the rows written."""
+    from miner.knn.stage import write_knn_shard
+
+    q_path, fingerprint, partials = item
+    parts = [np.load(p) for p in partials]
+    sims = np.concatenate([p["sims"] for p in parts], axis=1)
+    rows = np.concatenate([p["rows"] for p in parts], axis=1)
+    ids = np.concatenate([p["ids"] for p in parts], axis=1)
+    # merge_topk's order: similarity descending, then the lower global row
+    order = np.lexsort((rows, -sims), axis=-1)[:, :min(plan.k, sum(plan.db_rows))]
+    sims = np.take_along_axis(sims, order, 1).astype(np.float32)
+    nbr = np.take_along_axis(ids, order, 1).astype(np.uint64)
+    q_ids = pq.read_table(q_path, columns=["id"]).column("id").to_numpy()
+    write_knn_shard(Path(plan.out) / Path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
+                    fingerprint)
+    for p in partials:
+        Path(p).unlink(missing_ok=True)
+    return len(q_ids)
+
+
+def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
+                  num_gpus: float = 0) -> int:
+    """Search and merge the query shards ``todo`` ((path, fingerprint) pairs) on
+    ``executor``; returns the queries searched."""
+    if not todo:
+        return 0
+    n_parts = len(plan.partitions())
+    items = [(str(q), j, fp) for q, fp in todo for j in range(n_parts)]
+    paths = executor.map(partial(search_partition, plan=plan), items,
+                         desc=f"knn {Path(plan.out).name} search", num_gpus=num_gpus)
+    merges = [(str(q), fp, paths[i * n_parts:(i + 1) * n_parts]) for i, (q, fp) in enumerate(todo)]
+    rows = executor.map(partial(merge_shard, plan=plan), merges,
+                        desc=f"knn {Path(plan.out).name} merge")
+    partial_dir = Path(plan.out) / ".partial"
+    if partial_dir.exists() and not any(partial_dir.iterdir()):
+        partial_dir.rmdir()
+    return sum(rows)
