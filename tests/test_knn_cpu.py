@@ -1,0 +1,129 @@
+"""The CPU fast path: bf16 GEMM shortlist + certified exact rescore (knn_torch_bf16)."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from miner.knn.cpu_bf16 import cpu_has_bf16, exact_sims, knn_torch_bf16  # noqa: E402
+from miner.knn.exact import knn_numpy, knn_search  # noqa: E402
+
+
+def unit(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered(rng, n, d, centers, noise=0.2):
+    return unit(centers[rng.integers(0, len(centers), n)]
+                + noise * rng.standard_normal((n, d)).astype(np.float32))
+
+
+def reference(q, y, k):
+    """Exact search under the float64 dot product rounded to float32, ties -> lower id."""
+    s = (q.astype(np.float64) @ y.astype(np.float64).T).astype(np.float32)
+    ids = np.broadcast_to(np.arange(len(y)), s.shape)
+    order = np.lexsort((ids, -s), axis=-1)[:, :k]
+    return np.take_along_axis(s, order, 1), order
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    d = 64
+    centers = unit(rng.standard_normal((100, d)))
+    y = clustered(rng, 12000, d, centers).astype(np.float16)  # embedding shards are float16
+    q = clustered(rng, 1500, d, centers).astype(np.float16)
+    return q, y
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_same_neighbours_and_bitwise_sims_as_exact_search(data, bf16):
+    q, y = data
+    sims, ids = knn_torch_bf16(q, y, 8, bf16=bf16)
+    ref_s, ref_i = reference(q, y, 8)
+    same = (ids == ref_i).all(1).mean()
+    print(f"bf16={bf16}: identical neighbour ids on {100 * same:.2f}% of queries")
+    assert same >= 0.999
+    np.testing.assert_array_equal(ids, ref_i)
+    assert np.array_equal(sims.view(np.uint32), ref_s.view(np.uint32))
+    # and against the fp32 BLAS reference: same ids on >= 99.9%, sims to an ulp or two
+    np_s, np_i = knn_numpy(q.astype(np.float32), y.astype(np.float32), 8)
+    assert (np_i == ids).all(1).mean() >= 0.999
+    np.testing.assert_allclose(sims, np_s, atol=1e-6)
+
+
+def test_result_does_not_depend_on_blocking(data):
+    q, y = data
+    a = knn_torch_bf16(q, y, 4, block=16384, query_block=2048)
+    b = knn_torch_bf16(q, y, 4, block=1000, query_block=333, shortlist=5)
+    c = knn_torch_bf16(q[::-1], y, 4, block=4096, query_block=64)
+    for x, z in zip(a, b):
+        assert np.array_equal(x, z)
+    assert np.array_equal(a[1], c[1][::-1]) and np.array_equal(a[0], c[0][::-1])
+
+
+def test_ties_go_to_the_lower_id():
+    rng = np.random.default_rng(1)
+    y = unit(rng.standard_normal((300, 16)))
+    y[[40, 7, 250, 100]] = y[100]  # four identical rows
+    q = np.vstack([y[100:101], unit(rng.standard_normal((5, 16)))])
+    sims, ids = knn_torch_bf16(q, y, 3)
+    assert ids[0].tolist() == [7, 40, 100]
+    assert sims[0, 0] == sims[0, 1] == sims[0, 2]
+
+
+def test_dense_duplicates_force_the_exact_redo_and_stay_exact():
+    rng = np.random.default_rng(2)
+    base = unit(rng.standard_normal((1, 32)))
+    # 200 near-copies within bf16 noise of each other: no shortlist can certify them
+    y = unit(np.repeat(base, 200, 0) + 1e-3 * rng.standard_normal((200, 32)).astype(np.float32))
+    y = np.vstack([y, unit(rng.standard_normal((3000, 32)))])
+    q = unit(base + 1e-3 * rng.standard_normal((20, 32)).astype(np.float32))
+    stats = {}
+    sims, ids = knn_torch_bf16(q, y, 4, bf16=True, stats=stats)
+    assert stats.get("redone", 0) > 0
+    ref_s, ref_i = reference(q, y, 4)
+    np.testing.assert_array_equal(ids, ref_i)
+    assert np.array_equal(sims, ref_s)
+
+
+def test_negative_scores_take_the_plain_topk_path():
+    rng = np.random.default_rng(3)
+    y = unit(np.abs(rng.standard_normal((4096, 32))))
+    q = -unit(np.abs(rng.standard_normal((10, 32))))  # every score is negative
+    sims, ids = knn_torch_bf16(q, y, 4, block=2048)
+    ref_s, ref_i = reference(q, y, 4)
+    np.testing.assert_array_equal(ids, ref_i)
+    assert np.array_equal(sims, ref_s)
+
+
+def test_k_larger_than_database():
+    rng = np.random.default_rng(4)
+    y, q = unit(rng.standard_normal((3, 8))), unit(rng.standard_normal((5, 8)))
+    sims, ids = knn_torch_bf16(q, y, 10)
+    assert sims.shape == ids.shape == (5, 3) and sims.dtype == np.float32 and ids.dtype == np.int64
+    ref_s, ref_i = reference(q, y, 3)
+    np.testing.assert_array_equal(ids, ref_i)
+
+
+def test_exact_sims_depend_on_the_pair_only():
+    rng = np.random.default_rng(5)
+    q, y = unit(rng.standard_normal((50, 48))), unit(rng.standard_normal((70, 48)))
+    rows = rng.integers(0, 50, (50, 6))
+    cols = rng.integers(0, 70, (50, 6))
+    a = exact_sims(q, y, rows, cols)
+    b = exact_sims(q, y, rows[:, ::-1].copy(), cols[:, ::-1].copy())[:, ::-1]
+    assert np.array_equal(a, b)
+    assert exact_sims(q, y, rows[:1, :1], np.array([[-1]]))[0, 0] == -np.inf
+
+
+def test_torch_backend_on_cpu_is_the_bf16_path(data):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU dispatch only")
+    q, y = data
+    a = knn_search(q[:100], y, 4, backend="torch")
+    b = knn_torch_bf16(q[:100], y, 4)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert isinstance(cpu_has_bf16(), bool)
