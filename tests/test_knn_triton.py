@@ -233,3 +233,17 @@ def test_autotune_configs_fit_shared_memory_and_fp32_halves_block_d():
     assert tk._prune(configs, {}, IEEE=False) is configs
     (c,) = tk._prune(configs, {}, IEEE=True)
     assert c.kwargs["BLOCK_D"] == 32 and c.num_warps == 8 and c.num_stages == 4
+
+
+def test_knn_torch_twin_is_exact_with_ties_on_the_cpu():
+    from miner.knn.torch_knn import knn_torch
+
+    rng = np.random.default_rng(8)
+    y = unit(rng, 150, 16)
+    y[90:130] = y[7]  # ties across the k boundary and across database blocks
+    q = np.vstack([y[7:8], unit(rng, 5, 16)])
+    for k in KS:
+        sims, ids = knn_torch(q, y, k, device="cpu", db_block=32)
+        ref_sims, ref_ids = knn_numpy(q, y, k)
+        np.testing.assert_array_equal(ids, ref_ids)
+        np.testing.assert_allclose(sims, ref_sims, atol=1e-5)

@@ -87,7 +87,8 @@ def knn_search(queries: np.ndarray, database: np.ndarray, k: int,
     """Exact k nearest neighbours of each query row among the database rows.
 
     backend: ``auto`` | ``faiss`` | ``numpy`` | ``torch`` | ``triton``; ``auto`` is
-    triton on a CUDA machine with triton installed, else faiss (see ``auto_backend``).
+    triton on a CUDA machine with triton installed, faiss on CUDA without it, and the
+    exact CPU torch path on a machine without CUDA (see ``auto_backend``).
     Returns sims (n, k') float32 and ids (n, k') int64, k' = min(k, m).
     """
     if backend == "auto":
