@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pyarrow as pa
 import pyarrow.parquet as pq

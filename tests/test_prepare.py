@@ -15,7 +15,6 @@ import miner.prepare as prepare_mod
 from miner.cli import main
 from miner.config import Config
 from miner.errors import MinerError
-from miner.io import MAX_LINE_BYTES
 from miner.prepare import prepare
 from miner.sentences import sentence_hash
 

@@ -1,6 +1,5 @@
 """WARC readers: a WET file in Common Crawl's layout, and HTML response records."""
 
-import gzip
 from io import BytesIO
 
 import pytest
