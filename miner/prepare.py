@@ -155,17 +155,28 @@ def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str],
     # one file in this process: show its own progress bar instead of a per-file one
     show = executor.name == "local" and min(executor.workers, len(pending)) == 1
     start = time.time()
-    docs = sents = 0
+    docs = sents = files = 0
+    # several files at once: one bar counting documents as files finish (docs/s), with
+    # sentences/s; the executor's own per-task bar is left off
+    bar = tqdm(unit="doc", desc="prepare", disable=True if show else None)
 
     def on_result(item, result) -> None:
-        nonlocal docs, sents
+        nonlocal docs, sents, files
         c = result["counts"]
-        docs += sum(v.get("documents", 0) for v in c.values())
+        n_docs = sum(v.get("documents", 0) for v in c.values())
+        docs += n_docs
         sents += sum(v.get("sentences", 0) for v in c.values())
+        files += 1
+        bar.update(n_docs)
+        bar.set_postfix(files=f"{files}/{len(pending)}",
+                        sents_per_s=f"{sents / max(time.time() - start, 1e-9):.0f}")
 
     items = [(path, str(tasks[path])) for path in pending]
-    done = executor.map(partial(_prepare_item, cfg=cfg, langs=langs, progress=show), items,
-                        desc="" if show else "prepare", on_result=on_result)
+    try:
+        done = executor.map(partial(_prepare_item, cfg=cfg, langs=langs, progress=show), items,
+                            desc="", on_result=on_result)
+    finally:
+        bar.close()
     results.update(zip(pending, done))
     dt = max(time.time() - start, 1e-9)
     log.info("prepare: %d file(s), %.0f docs/s, %.0f sentences/s", len(pending), docs / dt, sents / dt)
