@@ -247,3 +247,17 @@ def test_knn_torch_twin_is_exact_with_ties_on_the_cpu():
         ref_sims, ref_ids = knn_numpy(q, y, k)
         np.testing.assert_array_equal(ids, ref_ids)
         np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
+
+
+def test_kernel_compiles_for_hopper_and_ampere_without_a_gpu():
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    if not os.path.exists(ptxas):
+        pytest.skip("triton's bundled ptxas is not installed")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "knn_gpu_compile.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, script, "--arch", "90", "80", "--first", "1", "--k", "16"],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = [r.split("|") for r in run.stdout.splitlines() if r.startswith("| sm_")]
+    assert [(r[1].strip(), r[6].strip(), r[7].strip()) for r in rows] == [
+        ("sm_90", "wgmma", "True"), ("sm_80", "mma.sync", "True")]
