@@ -179,6 +179,7 @@ class RayExecutor(Executor):
         self.max_retries = max_retries
         self.cwd = os.getcwd()
         self._owns_init = False
+        self._pool = None  # (key, actors) kept from the last map_actors call
         if not ray.is_initialized():
             try:
                 ray.init(address=address, logging_level=logging.WARNING,
@@ -208,6 +209,7 @@ class RayExecutor(Executor):
         items = list(items)
         if not items:
             return []
+        self._release_actors()
         task = self.ray.remote(_run_task).options(num_cpus=num_cpus, num_gpus=num_gpus,
                                                   max_retries=self.max_retries,
                                                   retry_exceptions=False)
@@ -241,35 +243,56 @@ class RayExecutor(Executor):
         else:
             slots = int(resources.get("CPU", 1) // max(num_cpus, 1e-9))
         n = max(1, min(len(items), slots, max_workers or len(items)))
-        actor_cls = self.ray.remote(StageActor).options(
-            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=self.max_retries,
-            max_task_retries=self.max_retries)
-        actors = [actor_cls.remote(self.cwd, make_worker) for _ in range(n)]
-        try:
-            # a simple ordered pool: each actor takes the next item when it finishes one
-            results: list = [None] * len(items)
-            queue = list(enumerate(items))[::-1]
-            running: dict = {}
-            for actor in actors:
-                if queue:
-                    i, item = queue.pop()
-                    running[actor.run.remote(item)] = (i, actor)
-            with _bar(len(items), desc) as bar:
-                while running:
-                    done, _ = self.ray.wait(list(running), num_returns=1)
-                    for ref in done:
-                        i, actor = running.pop(ref)
-                        results[i] = self._get(ref)
-                        bar.update(1)
-                        if queue:
-                            j, item = queue.pop()
-                            running[actor.run.remote(item)] = (j, actor)
-            return results
-        finally:
-            for actor in actors:  # free their CPUs/GPUs for the next stage
+        actors = self._actors(make_worker, n, num_cpus, num_gpus)
+        # a simple ordered pool: each actor takes the next item when it finishes one
+        results: list = [None] * len(items)
+        queue = list(enumerate(items))[::-1]
+        running: dict = {}
+        for actor in actors:
+            if queue:
+                i, item = queue.pop()
+                running[actor.run.remote(item)] = (i, actor)
+        with _bar(len(items), desc) as bar:
+            while running:
+                done, _ = self.ray.wait(list(running), num_returns=1)
+                for ref in done:
+                    i, actor = running.pop(ref)
+                    results[i] = self._get(ref)
+                    bar.update(1)
+                    if queue:
+                        j, item = queue.pop()
+                        running[actor.run.remote(item)] = (j, actor)
+        return results
+
+    def _actors(self, make_worker, n: int, num_cpus: float, num_gpus: float) -> list:
+        """``n`` actors around ``make_worker``: those of the previous call when it built
+        the same workers (the next language reuses the loaded models), else new ones."""
+        from ray import cloudpickle
+
+        key = (cloudpickle.dumps(make_worker), num_cpus, num_gpus)
+        if self._pool is not None and self._pool[0] == key:
+            actors = self._pool[1]
+        else:
+            self._release_actors()
+            actors = []
+        if len(actors) < n:
+            actor_cls = self.ray.remote(StageActor).options(
+                num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=self.max_retries,
+                max_task_retries=self.max_retries)
+            actors = actors + [actor_cls.remote(self.cwd, make_worker)
+                               for _ in range(n - len(actors))]
+        self._pool = (key, actors)
+        return actors[:n]
+
+    def _release_actors(self) -> None:
+        """Kill the kept actors, freeing their CPUs/GPUs for the next stage's tasks."""
+        if self._pool is not None:
+            for actor in self._pool[1]:
                 self.ray.kill(actor)
+            self._pool = None
 
     def close(self) -> None:
+        self._release_actors()
         if self._owns_init and self.ray.is_initialized():
             self.ray.shutdown()
 
