@@ -65,6 +65,9 @@ class Executor:
         """GPUs this executor can give to ``map_actors(num_gpus=1)`` workers."""
         return 0
 
+    def check_shared(self, directory: str | os.PathLike) -> None:
+        """MinerError unless every worker sees ``directory`` (the run's outputs)."""
+
     def close(self) -> None:
         """Release what the executor holds (pools, the cluster connection)."""
 
@@ -135,6 +138,21 @@ class LocalExecutor(Executor):
 
 
 # -- Ray ---------------------------------------------------------------------------------
+
+def _probe(cwd: str, path: str, token: str) -> Optional[str]:
+    """A Ray task: None when ``path`` holds ``token`` on this node, else the node's IP."""
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    try:
+        with open(path, encoding="utf-8") as f:
+            if f.read() == token:
+                return None
+    except OSError:
+        pass
+    import ray
+
+    return ray.util.get_node_ip_address()
+
 
 def _run_task(cwd: str, fn: Callable, item: Any) -> Any:
     """A Ray task: ``fn(item)`` in the driver's working directory when it exists here."""
@@ -290,6 +308,34 @@ class RayExecutor(Executor):
             for actor in self._pool[1]:
                 self.ray.kill(actor)
             self._pool = None
+
+    def check_shared(self, directory) -> None:
+        """Write a probe file into ``directory`` and read it back on every alive node:
+        outputs on a worker's local disk would be lost or split across nodes."""
+        import uuid
+
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        if "://" in str(directory):
+            raise MinerError(f"{directory}: URLs are not supported as the output yet; mount "
+                             "the bucket on every node (e.g. mountpoint-s3, gcsfuse) and give the path")
+        os.makedirs(directory, exist_ok=True)
+        token = uuid.uuid4().hex
+        path = os.path.join(directory, f".shared-probe-{token}")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(token)
+        try:
+            task = self.ray.remote(_probe)
+            nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
+            refs = [task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
+                node, soft=False)).remote(self.cwd, path, token) for node in nodes]
+            missing = [ip for ip in self.ray.get(refs) if ip is not None]
+        finally:
+            os.unlink(path)
+        if missing:
+            raise MinerError(f"{directory} is not shared with the Ray node(s) {', '.join(sorted(set(missing)))}: "
+                             "put --out on a filesystem every node mounts at the same path "
+                             "(NFS, EFS, Lustre, a bucket mount), see docs/cluster.md")
 
     def close(self) -> None:
         self._release_actors()

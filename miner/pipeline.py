@@ -72,6 +72,7 @@ def run_pipeline(cfg: Config, progress=print) -> dict:
 
     executor = executor_for(cfg)  # local (default) or a Ray cluster: miner.executor
     try:
+        executor.check_shared(out_dir)
         return _run_stages(cfg, out_dir, pairs, langs, executor, stage, timings, progress)
     finally:
         executor.close()
