@@ -52,3 +52,16 @@ def test_unknown_encoder_and_bad_model_path(tmp_path):
         load_encoder("sentence-transformers")
     with pytest.raises(MinerError, match="cannot load"):
         load_encoder("sentence-transformers", model=str(tmp_path / "nope"))
+
+
+def test_muse_embedding_does_not_depend_on_the_batch(muse):
+    """Sharded runs need a sentence's bits to be the same in any batch or shard."""
+    from conftest import EXAMPLES
+
+    sents = (EXAMPLES / "corpus.de.txt").read_text(encoding="utf-8").splitlines()
+    whole = muse.encode(sents)
+    for size in (1, 2, 7, 33):
+        parts = np.vstack([muse.encode(sents[i:i + size]) for i in range(0, len(sents), size)])
+        assert parts.tobytes() == whole.tobytes(), size
+    shuffled = np.random.default_rng(0).permutation(len(sents))
+    assert muse.encode([sents[i] for i in shuffled]).tobytes() == whole[shuffled].tobytes()
