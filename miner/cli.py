@@ -52,6 +52,14 @@ def main(verbose: bool) -> None:
 # --- commands: each is a few lines that call into a stage module -------------------
 
 
+def _executor_options(fn):
+    """--executor and --ray-address: where a stage's tasks run (miner.executor)."""
+    fn = click.option("--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 "
+                      "(with --executor ray).")(fn)
+    return click.option("--executor", type=click.Choice(["local", "ray"]),
+                        help="Where the tasks run: this machine or a Ray cluster [local].")(fn)
+
+
 def _mining_options(fn):
     """Flags shared by the commands that mine: encoder, kNN and margin settings."""
     options = [
@@ -225,6 +233,7 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
 @click.option("--shard-size", type=int, default=None, help="Rows per output shard [100000].")
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="TOML file with the same settings.")
+@_executor_options
 @user_errors
 def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, **flags):
     """Read INPUT files, split, filter and language-identify their sentences."""
@@ -236,7 +245,10 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
     cfg = build_config(config_file, format=format_, lid_threshold=default, **flags)
     if per_lang:
         cfg.prepare.lid_thresholds = {**cfg.prepare.lid_thresholds, **per_lang}
-    counts = run_prepare(cfg, list(inputs), list(langs), out_dir)
+    from miner.executor import executor_for
+
+    with executor_for(cfg) as executor:
+        counts = run_prepare(cfg, list(inputs), list(langs), out_dir, executor)
     for lang, c in counts.items():
         click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
                    f"{c['kept']} kept ({c['too_short']} too short, {c['too_long']} too long, "
@@ -253,6 +265,7 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
 @click.option("--device", help="auto | cpu | cuda | cuda:N [auto].")
 @click.option("--embed-dtype", type=click.Choice(["float16", "float32"]),
               help="Storage dtype of the embeddings [float16].")
+@_executor_options
 @user_errors
 def embed(directory, langs, config_file, **flags):
     """Embed the sentence shards of DIRECTORY (from `mine prepare`), resumably."""
@@ -260,13 +273,17 @@ def embed(directory, langs, config_file, **flags):
     from miner.embed.stage import run_embed
     from miner.lid import normalize_lang
 
+    from miner.executor import executor_for
+
     cfg = build_config(config_file, **flags)
     e = cfg.embed
-    encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
-    for lang in langs:
-        c = run_embed(cfg, directory, normalize_lang(lang), encoder)
-        click.echo(f"embed {lang}: {c['sentences_embedded']} sentences in "
-                   f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
+    with executor_for(cfg) as executor:
+        encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size) \
+            if executor.name == "local" else None  # cluster workers load their own
+        for lang in langs:
+            c = run_embed(cfg, directory, normalize_lang(lang), encoder, executor)
+            click.echo(f"embed {lang}: {c['sentences_embedded']} sentences in "
+                       f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
 
 
 @main.command()
@@ -281,6 +298,7 @@ def embed(directory, langs, config_file, **flags):
 @click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]),
               help="Exact search implementation [auto].")
 @click.option("--max-memory", help="Memory budget of the search blocks, e.g. 8G [8G].")
+@_executor_options
 @user_errors
 def knn(directory, lang_pairs, config_file, **flags):
     """k nearest neighbours of each source sentence among the targets and back."""
@@ -288,10 +306,14 @@ def knn(directory, lang_pairs, config_file, **flags):
     from miner.knn.stage import run_knn
     from miner.lid import normalize_lang
 
+    from miner.executor import executor_for
+
     cfg = build_config(config_file, **flags)
-    for p in lang_pairs:
+    with executor_for(cfg) as executor:
+        counts = {p: run_knn(cfg, directory, *(normalize_lang(x) for x in parse_pair(p)),
+                             executor) for p in lang_pairs}
+    for p, c in counts.items():
         src, tgt = (normalize_lang(x) for x in parse_pair(p))
-        c = run_knn(cfg, directory, src, tgt)
         for direction in ("fwd", "bwd"):
             d = c[direction]
             click.echo(f"knn {src}-{tgt} {direction}: {d['queries']} queries x {d['database']} "
