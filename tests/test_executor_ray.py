@@ -136,6 +136,9 @@ def test_distributed_knn_equals_the_single_process_search(tmp_path):
     plan = DirectionPlan(str(tmp_path / "out"), tuple(map(str, db_paths)), db_rows,
                          part_rows=17, q_block=9, k=4, backend="numpy")
     todo = [(p, {"query": p.name}) for p in q_paths]
+    stale = tmp_path / "out" / ".partial" / "part-00000.parquet.00000.0123456789ab.npz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"from an interrupted run with other settings")
     assert run_direction(LocalExecutor(1), plan, todo) == 57
     assert not (tmp_path / "out" / ".partial").exists()
 

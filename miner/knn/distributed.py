@@ -133,6 +133,11 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
         return 0
     n_parts = len(plan.partitions())
     items = [(str(q), j, fp) for q, fp in todo for j in range(n_parts)]
+    # partials of an interrupted run with other settings or shards would never be used
+    wanted = {_partial_path(plan, Path(q).name, j, fp).name for q, j, fp in items}
+    for stale in (Path(plan.out) / ".partial").glob("*.npz"):
+        if stale.name not in wanted:
+            stale.unlink(missing_ok=True)
     paths = executor.map(partial(search_partition, plan=plan), items,
                          desc=f"knn {Path(plan.out).name} search", num_gpus=num_gpus)
     merges = [(str(q), fp, paths[i * n_parts:(i + 1) * n_parts]) for i, (q, fp) in enumerate(todo)]
