@@ -363,8 +363,9 @@ def score(directory, lang_pairs, config_file, **flags):
 @click.option("--no-lid", is_flag=True, default=None, help="Skip language identification.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where stages run [local].")
 @click.option("--ray-address", help="Ray cluster address (with --executor ray).")
+@click.option("--show", type=int, default=0, help="Print this many of the best pairs per pair.")
 @user_errors
-def run(inputs, config_file, pairs, **flags):
+def run(inputs, config_file, pairs, show, **flags):
     """Run every stage, from INPUTS (dumps, text, JSONL...) to filtered bitext.
 
     Stages whose outputs are complete are skipped, so rerunning after a crash resumes.
@@ -380,6 +381,16 @@ def run(inputs, config_file, pairs, **flags):
     for pair, counts in summary["pairs"].items():
         kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
         click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")
+        if show:
+            import gzip
+            from pathlib import Path
+
+            with gzip.open(Path(cfg.out) / "bitext" / pair / "bitext.tsv.gz", "rt",
+                           encoding="utf-8") as f:
+                for _, line in zip(range(show), f):
+                    score_, src_text, tgt_text = line.rstrip("\n").split("\t")
+                    click.echo(f"  {float(score_):.3f}  {src_text}\n         {tgt_text}")
+    click.echo(f"report: {cfg.out}/report.html")
 
 
 
