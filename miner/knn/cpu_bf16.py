@@ -143,9 +143,9 @@ def knn_torch_bf16(queries: np.ndarray, database: np.ndarray, k: int,
     queries: (n, d), database: (m, d), float16/float32 numpy arrays (float16 rows
     are exact in fp32, so keeping the database in float16 saves half the memory).
     k: neighbours; shortlist: approximate candidates kept per query (default
-    ``2k + 16``: rarely a query needs the full redo); block: database rows per GEMM; query_block: query rows per
-    GEMM; bf16: force the bf16 (True) or fp32 (False) GEMM, None = bf16 when the CPU
-    has it; stats: if given, ``stats["redone"]`` counts the queries redone in full.
+    ``2k + 16``: rarely does a query need the full redo); block: database rows per
+    GEMM; query_block: query rows per GEMM; bf16: force the bf16 (True) or fp32
+    (False) GEMM, None = bf16 when the CPU has it; stats: if given, ``stats["redone"]`` counts the queries redone in full.
 
     Returns sims (n, k') float32 and ids (n, k') int64, k' = min(k, m), sorted by
     similarity descending then id ascending; sims are float64 dot products of the
@@ -166,6 +166,7 @@ def knn_torch_bf16(queries: np.ndarray, database: np.ndarray, k: int,
     tdtype = torch.bfloat16 if bf16 else torch.float32
     s = min(m, shortlist or 2 * k + 16)
     s = max(s, k)
+    block = max(block, s)  # every block yields s candidates
     yt = torch.from_numpy(np.ascontiguousarray(database)).to(tdtype)
     q_norm, q_err = input_error_norms(queries, bf16)
     y_norm, y_err = input_error_norms(database, bf16)
@@ -204,8 +205,10 @@ def knn_torch_bf16(queries: np.ndarray, database: np.ndarray, k: int,
                 if stats is not None:
                     stats["redone"] = stats.get("redone", 0) + len(redo)
                 thr = kth - c - u_out * (np.abs(kth) + c) - fp32_margin
-                rs, ri = _redo_rows(queries, database, yt, q0 + redo, thr[redo], k, block, tdtype)
-                sims[redo], ids[redo] = rs, ri
+                for r0 in range(0, len(redo), 256):  # bounded (256, block) score blocks
+                    sub = redo[r0:r0 + 256]
+                    sims[sub], ids[sub] = _redo_rows(queries, database, yt, q0 + sub, thr[sub],
+                                                     k, block, tdtype)
             sims_out[q0:q0 + len(qb)] = sims
             ids_out[q0:q0 + len(qb)] = ids
     return sims_out, ids_out
@@ -217,7 +220,9 @@ def _redo_rows(queries, database, yt, rows, thresholds, k, block, tdtype):
     import torch
 
     qt = torch.from_numpy(np.ascontiguousarray(queries[rows])).to(tdtype)
-    thr = torch.from_numpy(thresholds.astype(np.float32) - np.float32(1e-7))
+    thr32 = thresholds.astype(np.float32)
+    thr32 = np.where(thr32 > thresholds, np.nextafter(thr32, np.float32(-np.inf)), thr32)
+    thr = torch.from_numpy(thr32)  # rounded down: never above the float64 threshold
     pr, pc = [], []
     for y0 in range(0, database.shape[0], block):
         scores = (qt @ yt[y0:y0 + block].T).float()

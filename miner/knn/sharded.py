@@ -31,7 +31,11 @@ def resolve_backend(backend: str) -> str:
 def bytes_per_db_row(d: int, backend: str) -> int:
     """Memory per resident database row: float16 rows plus the backend's own copy
     (bf16 for torch: 2 + 2 bytes per value; float32 + faiss's float32 copy: 2 + 4 + 4)."""
-    return d * (4 if backend in ("torch", "triton") else 10)
+    if backend == "torch":
+        from miner.knn.cpu_bf16 import cpu_has_bf16
+
+        return d * (4 if cpu_has_bf16() else 6)  # float32 GEMM without bf16 hardware
+    return d * (4 if backend == "triton" else 10)
 
 
 def plan_blocks(max_memory: int, d: int, n_queries: int, n_db: int,

@@ -232,7 +232,8 @@ def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int
     n_db, n_q = sum(db_rows), sum(q_rows)
     kind = choose_index(kc.index, n_db)
     backend = resolve_backend(kc.knn_backend)
-    settings = {key: v for key, v in dataclasses.asdict(kc).items() if key != "max_memory"}
+    settings = {key: v for key, v in dataclasses.asdict(kc).items()
+                if key not in ("max_memory", "knn_backend")}  # replaced by what they resolve to
     settings.update(index=kind, backend=backend if kind == "flat" else "faiss", seed=cfg.seed)
     if kind == "flat":
         settings.pop("nprobe")
