@@ -93,18 +93,21 @@ def _mining_options(fn):
 @click.option("--threshold", type=float, help="Keep pairs scoring at least this.")
 @click.option("--show", type=int, default=10, show_default=True,
               help="Print this many of the best pairs.")
+@click.option("--work", type=click.Path(file_okay=False),
+              help="Keep the stage outputs here (a rerun resumes) [a temporary directory].")
 @_mining_options
 @user_errors
-def pair(src, tgt, src_lang, tgt_lang, output, threshold, show, config_file, **flags):
+def pair(src, tgt, src_lang, tgt_lang, output, threshold, show, work, config_file, **flags):
     """Mine two one-sentence-per-line files (plain or .gz) into scored pairs."""
-    from miner.pair import check_langs, format_pairs, mine_files, write_tsv
+    from miner.pair import check_langs, format_pairs, mine_files, work_directory, write_tsv
 
     check_langs(src_lang, tgt_lang)
     cfg = build_config(config_file, threshold=threshold, **flags)
-    src_u, tgt_u, cands = mine_files(src, tgt, cfg)
-    n = write_tsv(output, src_u, tgt_u, cands)
+    with work_directory(work) as work_dir:
+        table = mine_files(src, tgt, src_lang, tgt_lang, cfg, work_dir)
+    n = write_tsv(output, table)
     click.echo(f"{n} pairs ({src_lang}-{tgt_lang}) written to {output}", err=True)
-    for line in format_pairs(src_u, tgt_u, cands, show):
+    for line in format_pairs(table, show):
         click.echo(line)
 
 

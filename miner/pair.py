@@ -1,57 +1,110 @@
-"""``mine pair``: mine two one-sentence-per-line files into ``score<TAB>src<TAB>tgt``."""
+"""``mine pair``: two one-sentence-per-line files into ``score<TAB>src<TAB>tgt``.
+
+A thin case of the staged pipeline: the lines (unified: a repeated line counts once)
+become sentence shards directly, with no splitting, length or language filtering,
+then the same ``embed``, ``knn`` and ``score`` stages as ``mine run`` produce the
+candidates, which are written best first. With ``--work DIR`` the stage outputs are
+kept there and a rerun resumes; otherwise they live in a temporary directory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import tempfile
 from pathlib import Path
 
-import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from miner.config import Config
-from miner.embed import load_encoder
 from miner.errors import MinerError
 from miner.io import atomic_open, read_lines
-from miner.margin import Candidates
-from miner.mining import mine_embeddings, unify
 
 log = logging.getLogger(__name__)
 
 
-def mine_files(src_path: str | Path, tgt_path: str | Path, cfg: Config
-               ) -> tuple[list[str], list[str], Candidates]:
-    """Read, unify, embed and mine two sentence files; candidates index the unique lists."""
-    src_u, _ = unify([s.strip() for s in read_lines(src_path) if s.strip()])
-    tgt_u, _ = unify([s.strip() for s in read_lines(tgt_path) if s.strip()])
-    for path, sents in ((src_path, src_u), (tgt_path, tgt_u)):
-        if not sents:
-            raise MinerError(f"{path}: holds only blank lines")
-    encoder = load_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.device,
-                           cfg.embed.batch_size)
-    log.info("embedding %d + %d unique sentences with %s", len(src_u), len(tgt_u), encoder.name)
-    x = encoder.encode(src_u)
-    y = encoder.encode(tgt_u)
-    cands = mine_embeddings(x, y, k=cfg.knn.k, margin=cfg.score.margin,
-                            retrieval=cfg.score.retrieval, backend=cfg.knn.knn_backend)
+def write_line_shards(path: str | Path, lang: str, out_dir: Path, shard_size: int) -> int:
+    """Unique non-blank lines of ``path`` as ``out_dir/sentences/{lang}`` shards, in order."""
+    from miner.prepare import SCHEMA, _ShardWriter
+    from miner.sentences import sentence_hash
+
+    seen: set[int] = set()
+    rows: dict[str, list] = {name: [] for name in SCHEMA.names}
+    for lineno, line in enumerate(read_lines(path), 1):
+        text = line.strip()
+        if not text:
+            continue
+        h = sentence_hash(text)
+        if h in seen:
+            continue
+        seen.add(h)
+        for name, value in zip(SCHEMA.names, (h, text, lang, None, str(path), str(lineno), "", 0)):
+            rows[name].append(value)
+    if not seen:
+        raise MinerError(f"{path}: holds only blank lines")
+    writer = _ShardWriter(out_dir / "sentences" / lang, shard_size)
+    for batch in pa.table(rows, schema=SCHEMA).to_batches():
+        writer.add(batch)
+    writer.close()
+    return len(seen)
+
+
+def mine_files(src_path: str | Path, tgt_path: str | Path, src_lang: str, tgt_lang: str,
+               cfg: Config, work_dir: str | Path) -> pa.Table:
+    """Run shards -> embed -> knn -> score in ``work_dir``; the scored candidates, best
+    first, with ``score >= threshold`` when one is set."""
+    from miner.embed.encoders import load_encoder
+    from miner.embed.stage import run_embed
+    from miner.knn.stage import run_knn
+    from miner.score import run_score, scores_dir
+
+    work_dir = Path(work_dir)
+    for path, lang in ((src_path, src_lang), (tgt_path, tgt_lang)):
+        n = write_line_shards(path, lang, work_dir, cfg.shard_size)
+        log.info("%s: %d unique lines", path, n)
+    e = cfg.embed
+    encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
+    for lang in (src_lang, tgt_lang):
+        run_embed(cfg, work_dir, lang, encoder)
+    run_knn(cfg, work_dir, src_lang, tgt_lang)
+    run_score(cfg, work_dir, src_lang, tgt_lang)
+    parts = sorted(scores_dir(work_dir, src_lang, tgt_lang).glob("part-*.parquet"))
+    table = pa.concat_tables(pq.read_table(p, columns=["score", "src_text", "tgt_text"])
+                             for p in parts)
     if cfg.score.threshold is not None:
-        cands = cands.take(cands.score >= cfg.score.threshold)
-    return src_u, tgt_u, cands
+        import pyarrow.compute as pc
+
+        table = table.filter(pc.greater_equal(table["score"], cfg.score.threshold))
+    return table
 
 
-def write_tsv(path: str | Path, src: list[str], tgt: list[str], cands: Candidates) -> int:
+@contextlib.contextmanager
+def work_directory(work: str | Path | None):
+    """``work`` itself (kept, so reruns resume) or a temporary directory."""
+    if work:
+        Path(work).mkdir(parents=True, exist_ok=True)
+        yield Path(work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="mine-pair-") as tmp:
+            yield Path(tmp)
+
+
+def write_tsv(path: str | Path, table: pa.Table) -> int:
     """Write ``score<TAB>src<TAB>tgt`` lines, best first, atomically (``.gz`` compresses)."""
     with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
-        for s, t, score in zip(cands.src.tolist(), cands.tgt.tolist(), cands.score.tolist()):
-            f.write(f"{score:.6f}\t{src[s]}\t{tgt[t]}\n")
-    return len(cands)
+        for score, s, t in zip(table["score"].to_pylist(), table["src_text"].to_pylist(),
+                               table["tgt_text"].to_pylist()):
+            f.write(f"{score:.6f}\t{s}\t{t}\n")
+    return table.num_rows
 
 
-def format_pairs(src: list[str], tgt: list[str], cands: Candidates, n: int) -> list[str]:
+def format_pairs(table: pa.Table, n: int) -> list[str]:
     """The best n pairs as printable lines."""
-    lines = []
-    for s, t, score in zip(cands.src[:n].tolist(), cands.tgt[:n].tolist(),
-                           cands.score[:n].tolist()):
-        lines.append(f"{score:.4f}  {src[s]}\n        {tgt[t]}")
-    return lines
+    head = table.slice(0, n)
+    return [f"{score:.4f}  {s}\n        {t}" for score, s, t in
+            zip(head["score"].to_pylist(), head["src_text"].to_pylist(),
+                head["tgt_text"].to_pylist())]
 
 
 def check_langs(src_lang: str, tgt_lang: str) -> None:
@@ -60,6 +113,3 @@ def check_langs(src_lang: str, tgt_lang: str) -> None:
             raise MinerError(f"unknown language code {code!r}: expected an ISO 639 code like de")
     if src_lang == tgt_lang:
         raise MinerError(f"language pair {src_lang}-{tgt_lang}: source and target are the same")
-
-
-__all__ = ["mine_files", "write_tsv", "format_pairs", "check_langs", "np"]
