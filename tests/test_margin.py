@@ -118,3 +118,10 @@ def test_vectorised_greedy_equals_sequential_walk(monkeypatch, max_rounds):
         tgt = rng.integers(0, int(rng.integers(1, 40)), n)
         scores = rng.integers(0, 10, n).astype(float)  # many ties
         assert greedy_one_to_one(src, tgt, scores).tolist() == _sequential_greedy(src, tgt, scores)
+
+
+def test_argsort_desc_equals_stable_sort_with_ties():
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 5, 100, 5000):
+        for values in (rng.integers(0, 4, n).astype(float), rng.uniform(size=n)):
+            assert M.argsort_desc(values).tolist() == np.argsort(-values, kind="stable").tolist()
