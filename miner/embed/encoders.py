@@ -116,8 +116,10 @@ class MuseEncoder:
 class SentenceTransformerEncoder:
     """Any sentence-transformers model by hub id or local path (LaBSE, MiniLM, ...).
 
-    Device ``auto`` picks CUDA when visible; on GPU the model runs in fp16. The
-    library sorts each call's sentences by length into batches; output is normalised.
+    Device ``auto`` picks CUDA when visible; on GPU the model runs in fp16, and with
+    several visible GPUs each ``encode`` is spread over one worker process per GPU
+    (the library's multi-process pool). The library sorts each call's sentences by
+    length into batches; output is normalised.
     """
 
     name = "sentence-transformers"
@@ -140,6 +142,10 @@ class SentenceTransformerEncoder:
             raise MinerError(f"cannot load sentence-transformers model {model!r}: {first}") from None
         if device.startswith("cuda"):
             self._model.half()
+        # one worker per visible GPU when there are several (device "auto" only)
+        self._devices = [f"cuda:{i}" for i in range(torch.cuda.device_count())] \
+            if device == "cuda" else []
+        self._pool = None
         self.model_name = model
         self.batch_size = batch_size
         get_dim = getattr(self._model, "get_embedding_dimension", None) or \
@@ -149,10 +155,19 @@ class SentenceTransformerEncoder:
     def encode(self, sentences: list[str]) -> np.ndarray:
         if len(sentences) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        emb = self._model.encode(list(sentences), batch_size=self.batch_size,
-                                 normalize_embeddings=True, convert_to_numpy=True,
-                                 show_progress_bar=False)
+        kwargs = dict(batch_size=self.batch_size, normalize_embeddings=True,
+                      convert_to_numpy=True, show_progress_bar=False)
+        if len(self._devices) > 1 and len(sentences) >= 4 * self.batch_size:
+            if self._pool is None:  # pragma: no cover - needs several GPUs
+                self._pool = self._model.start_multi_process_pool(self._devices)
+            emb = self._model.encode(list(sentences), pool=self._pool, **kwargs)  # pragma: no cover
+        else:
+            emb = self._model.encode(list(sentences), **kwargs)
         return l2_normalize(emb)
+
+    def __del__(self):
+        if getattr(self, "_pool", None) is not None:  # pragma: no cover - needs several GPUs
+            self._model.stop_multi_process_pool(self._pool)
 
 
 def load_encoder(name: str = "muse", model: str | None = None, device: str = "auto",
