@@ -127,3 +127,20 @@ def test_torch_backend_on_cpu_is_the_bf16_path(data):
     b = knn_torch_bf16(q[:100], y, 4)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
     assert isinstance(cpu_has_bf16(), bool)
+
+
+def test_threshold_path_after_the_first_block_is_exact(data, monkeypatch):
+    """Blocks after the first keep only groups above the running shortlist's worst."""
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 GEMM: the threshold path is bf16-only")
+    import miner.knn.cpu_bf16 as mod
+
+    calls = []
+    real = mod._above_threshold
+    monkeypatch.setattr(mod, "_above_threshold", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    q, y = data
+    sims, ids = knn_torch_bf16(q, y, 8, block=1024)
+    assert len(calls) >= 10
+    ref_s, ref_i = reference(q, y, 8)
+    np.testing.assert_array_equal(ids, ref_i)
+    assert np.array_equal(sims.view(np.uint32), ref_s.view(np.uint32))

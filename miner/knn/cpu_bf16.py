@@ -134,6 +134,41 @@ def _topk_approx(scores, s: int, groups: int = 16):
     return v, torch.gather(cols, 1, j)
 
 
+def _above_threshold(scores, thr, groups: int = 16):
+    """Entries of a (r, c) bf16 score block that may beat each row's threshold.
+
+    thr: (r,) float32 holding bf16 values, all >= 0 (the running s-th best score of
+    each row). Groups of ``groups`` strided columns whose int16-viewed maximum exceeds
+    the threshold are expanded; every entry left out is <= its group's maximum <=
+    thr, so it cannot enter a top-s list that already holds s entries >= thr. After
+    the first blocks only a few groups per row pass, so this costs one int16 max
+    over the block instead of a top-k. Returns (values (r, w) float32 padded with
+    -inf, columns (r, w) int64) or None when nothing passes.
+    """
+    import torch
+
+    r, c = scores.shape
+    w = c // groups
+    key = scores.view(torch.int16)
+    gmax = key.view(r, groups, w).amax(1)  # (r, w): max of columns p, p+w, ...
+    thr_key = thr.to(torch.bfloat16).view(torch.int16)
+    # for thr >= 0, int16 order equals float order wherever it matters: a group
+    # whose max is negative maps below any non-negative threshold
+    rows, pos = (gmax > thr_key[:, None]).nonzero(as_tuple=True)
+    if len(rows) == 0:
+        return None
+    counts = torch.bincount(rows, minlength=r)
+    slot = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[rows]
+    cols = pos[:, None] + torch.arange(groups)[None, :] * w  # (nnz, groups)
+    vals = scores[rows[:, None], cols].float()
+    width = int(counts.max())
+    out_v = torch.full((r, width, groups), float("-inf"))
+    out_i = torch.zeros((r, width, groups), dtype=torch.int64)
+    out_v[rows, slot] = vals
+    out_i[rows, slot] = cols
+    return out_v.view(r, -1), out_i.view(r, -1)
+
+
 def knn_torch_bf16(queries: np.ndarray, database: np.ndarray, k: int,
                    shortlist: int | None = None, block: int = 16384,
                    query_block: int = 4096, bf16: bool | None = None,
@@ -183,7 +218,15 @@ def knn_torch_bf16(queries: np.ndarray, database: np.ndarray, k: int,
             best_v = best_i = None
             for y0 in range(0, m, block):
                 scores = qt @ yt[y0:y0 + block].T
-                v, i = _topk_approx(scores, min(s, scores.shape[1]))
+                if (best_v is not None and bf16 and scores.shape[1] % 16 == 0
+                        and bool((best_v[:, -1] >= 0).all())):
+                    # a full shortlist already: only entries above its worst matter
+                    found = _above_threshold(scores, best_v[:, -1])
+                    if found is None:
+                        continue
+                    v, i = found
+                else:
+                    v, i = _topk_approx(scores, min(s, scores.shape[1]))
                 i = i + y0
                 if best_v is not None:
                     v, j = torch.topk(torch.cat([best_v, v], 1), s, dim=1)
