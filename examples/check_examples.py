@@ -5,7 +5,7 @@ Checks: one sentence per line (25-200 characters, no tabs, no duplicates within 
 file); gold line numbers exist and each sentence occurs at most once per gold file;
 de-en and fr-en gold cover the same English sentences (translation triples); digit
 sequences agree within each gold pair; articles/*.jsonl are exactly the corpus
-sentences (each once, 8-12 per article, joined by single spaces); bucc/ matches
+sentences (each once, 8-12 per article, joined by single spaces); bucc_format/ matches
 what make_bucc.py would write.
 """
 import json
@@ -108,14 +108,14 @@ def main():
                 err(f"{name}: sentence occurs {k} times in the articles: {s[:60]!r}")
 
     for src in PAIRS:
-        prefix = os.path.join(HERE, "bucc", f"{src}-en.sample")
+        prefix = os.path.join(HERE, "bucc_format", f"{src}-en.sample")
         for lang in (src, "en"):
             want = [f"{lang}-{n:09d}\t{s}" for n, s in enumerate(corpus[lang], 1)]
             if read_lines(f"{prefix}.{lang}") != want:
-                err(f"bucc/{src}-en.sample.{lang} out of date: run make_bucc.py")
+                err(f"bucc_format/{src}-en.sample.{lang} out of date: run make_bucc.py")
         want = [f"{src}-{a:09d}\ten-{b:09d}" for a, b in gold[src]]
         if read_lines(f"{prefix}.gold") != want:
-            err(f"bucc/{src}-en.sample.gold out of date: run make_bucc.py")
+            err(f"bucc_format/{src}-en.sample.gold out of date: run make_bucc.py")
 
     for e in errors:
         print("ERROR:", e, file=sys.stderr)

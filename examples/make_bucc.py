@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Write the example corpus in BUCC 2018 format under examples/bucc/.
+"""Write the example corpus in BUCC 2018 format under examples/bucc_format/.
 
 Reads corpus.{de,fr,en}.txt and gold.{de,fr}-en.tsv (1-based line numbers) from
 this directory and writes, for each pair XX-en:
 
-    bucc/XX-en.sample.XX    XX-000000001<TAB>sentence   (line N -> id N)
-    bucc/XX-en.sample.en    en-000000001<TAB>sentence
-    bucc/XX-en.sample.gold  XX-id<TAB>en-id
+    bucc_format/XX-en.sample.XX    XX-000000001<TAB>sentence   (line N -> id N)
+    bucc_format/XX-en.sample.en    en-000000001<TAB>sentence
+    bucc_format/XX-en.sample.gold  XX-id<TAB>en-id
 
 Deterministic; run it again after editing the corpus or gold files.
 """
@@ -32,7 +32,7 @@ def write_sentences(path, lang, sentences):
 
 
 def main():
-    out = os.path.join(HERE, "bucc")
+    out = os.path.join(HERE, "bucc_format")
     os.makedirs(out, exist_ok=True)
     en = read_lines(os.path.join(HERE, "corpus.en.txt"))
     for src in PAIRS:

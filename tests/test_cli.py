@@ -87,7 +87,7 @@ def test_eval_bucc_bad_inputs(tmp_path):
 
 def test_eval_bucc_on_examples_writes_pairs_and_json(tmp_path):
     pairs, js = tmp_path / "pairs.tsv", tmp_path / "r.json"
-    p = mine("eval", "bucc", EXAMPLES / "bucc", "--pair", "de-en", "--tune-split", "sample",
+    p = mine("eval", "bucc", EXAMPLES / "bucc_format", "--pair", "de-en", "--tune-split", "sample",
              "--test-split", "sample", "--output-pairs", pairs, "--json", js)
     assert p.returncode == 0, p.stderr
     assert "F1=" in p.stdout

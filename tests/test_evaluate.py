@@ -33,7 +33,7 @@ def test_optimize_threshold_walks_candidates_best_first():
 
 
 def test_example_bucc_split_is_found_and_selection_reported(muse):
-    r = evaluate_bucc(EXAMPLES / "bucc", "fr-en", muse, "sample", "sample", select=True)
+    r = evaluate_bucc(EXAMPLES / "bucc_format", "fr-en", muse, "sample", "sample", select=True)
     assert r.f1 >= 0.9
     assert {(s["margin"], s["k"]) for s in r.selection} == {
         (m, k) for m in ("ratio", "distance") for k in (2, 4, 8, 16)}
@@ -41,11 +41,11 @@ def test_example_bucc_split_is_found_and_selection_reported(muse):
 
 def test_split_without_gold_is_mined_not_scored(tmp_path, muse):
     for side in ("de", "en"):
-        src = (EXAMPLES / "bucc" / f"de-en.sample.{side}").read_text(encoding="utf-8")
+        src = (EXAMPLES / "bucc_format" / f"de-en.sample.{side}").read_text(encoding="utf-8")
         (tmp_path / f"de-en.sample.{side}").write_text(src, encoding="utf-8")
         (tmp_path / f"de-en.test.{side}").write_text(src, encoding="utf-8")
     (tmp_path / "de-en.sample.gold").write_text(
-        (EXAMPLES / "bucc" / "de-en.sample.gold").read_text(), encoding="utf-8")
+        (EXAMPLES / "bucc_format" / "de-en.sample.gold").read_text(), encoding="utf-8")
     r = evaluate_bucc(tmp_path, "de-en", muse, "sample", "test")
     assert r.f1 is None and r.n_extracted > 20
 
