@@ -81,12 +81,15 @@ class KnnConfig:
 
 @dataclass
 class ScoreConfig:
-    """Margin scoring and candidate retrieval (Artetxe & Schwenk 2019)."""
+    """Margin scoring and candidate retrieval (Artetxe & Schwenk 2019).
+
+    Duplicate sentences are always unified before kNN (LASER's ``--unify``): prepare
+    and ``mine pair`` keep one row per distinct text, evaluations map pairs back to ids.
+    """
 
     margin: str = "ratio"  # ratio | distance | absolute
     retrieval: str = "max"  # max | intersect | fwd | bwd
     threshold: Optional[float] = None
-    unify: bool = True  # merge duplicate sentences before kNN
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Mining in memory: two lists of sentences (or their embeddings) to scored pairs.
 
-The building block of ``mine pair`` and of the evaluations: unify duplicate
+The building block of the evaluations: unify duplicate
 sentences, embed, search k nearest neighbours both ways, score with a margin and
 retrieve candidates. Corpora larger than memory go through the sharded stages
 (``mine run``), which call the same margin functions.
