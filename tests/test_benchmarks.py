@@ -1,0 +1,34 @@
+"""The benchmark scripts run and check what they claim, on small sizes.
+
+Timings are never asserted (they are printed ratios, measured side by side); these
+runs prove the scripts work and that their correctness checks hold.
+"""
+
+import subprocess
+import sys
+
+from conftest import REPO, shared_data
+
+
+def bench(*args, timeout=300):
+    p = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                       cwd=REPO, timeout=timeout)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+def test_score_benchmark_matches_the_laser_loop():
+    out = bench("benchmarks/score.py", "--n", 3000)
+    assert "same pairs and scores: True" in out and "x faster" in out
+
+
+def test_encode_benchmark_runs_on_bucc():
+    shared_data("bucc")
+    out = bench("benchmarks/encode.py", "--limit", 150, "--repeats", 1)
+    assert "ratio (miner / raw)" in out and "min cosine between the two:       1.0000" in out
+
+
+def test_knn_benchmark_small():
+    out = bench("benchmarks/knn.py", "--queries", 500, "--database", 5000, "--dim", 64,
+                "--rss-rows", 0)
+    assert "ratio miner / faiss" in out and "100.00% of queries" in out
