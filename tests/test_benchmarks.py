@@ -25,7 +25,9 @@ def test_score_benchmark_matches_the_laser_loop():
 def test_encode_benchmark_runs_on_bucc():
     shared_data("bucc")
     out = bench("benchmarks/encode.py", "--limit", 150, "--repeats", 1)
-    assert "ratio (miner / raw)" in out and "min cosine between the two:       1.0000" in out
+    assert "ratio (miner / raw)" in out
+    cos = float(out.split("min cosine between the two:")[1].split()[0])
+    assert cos > 0.9999  # the same model: only float rounding differs
 
 
 def test_knn_benchmark_small():
