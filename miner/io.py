@@ -12,6 +12,7 @@ import gzip
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -108,7 +109,7 @@ def read_lines(path: str | os.PathLike) -> list[str]:
                 lines.append(line.rstrip("\r\n"))
     except UnicodeDecodeError as e:
         raise MinerError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise MinerError(f"{path}: cannot read ({e})") from None
     if not lines:
         raise MinerError(f"{path}: file is empty")

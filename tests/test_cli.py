@@ -105,3 +105,13 @@ def test_unknown_config_key_is_a_user_error(tmp_path):
     en = EXAMPLES / "corpus.en.txt"
     assert_user_error(mine("pair", en, en, "--src-lang", "de", "--tgt-lang", "en", "-o",
                            tmp_path / "o", "--config", cfg), "c.toml", "kk")
+
+
+def test_corrupt_gzip_body_is_one_line_for_pair_and_prepare(tmp_path):
+    """A gzip stream with a valid header and a damaged body raises zlib.error, not OSError."""
+    data = gzip.compress(("Ein Satz über Züge und Bahnhöfe im Winter.\n" * 400).encode())
+    bad = tmp_path / "bad.txt.gz"
+    bad.write_bytes(data[:20] + b"\x00garbage" * 60 + data[-8:])
+    assert_user_error(mine("pair", bad, EXAMPLES / "corpus.en.txt", "--src-lang", "de",
+                           "--tgt-lang", "en", "-o", tmp_path / "o.tsv"), "bad.txt.gz")
+    assert_user_error(mine("prepare", bad, "--lang", "de", "--out", tmp_path / "w"), "bad.txt.gz")

@@ -16,6 +16,7 @@ import bz2
 import gzip
 import io
 import lzma
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional
@@ -88,7 +89,7 @@ def open_binary(path: str | Path) -> IO[bytes]:
 
 # errors a broken compressed stream raises while reading
 DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError,
-                                                      gzip.BadGzipFile, ValueError)
+                                                      gzip.BadGzipFile, zlib.error, ValueError)
 try:  # pragma: no cover - zstandard is optional at import time
     import zstandard as _zstd
 
