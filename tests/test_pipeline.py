@@ -1,6 +1,7 @@
 """`mine run` end to end: examples, sharding invariance, resume after SIGKILL."""
 
 import filecmp
+import gzip
 import os
 import signal
 import subprocess
@@ -129,3 +130,18 @@ def test_sigkill_then_rerun_gives_identical_bitext(reference, tmp_path, stage_gl
     assert p.returncode == 0, p.stderr
     assert filecmp.cmp(ref / "bitext" / "de-en" / "bitext.tsv.gz",
                        out / "bitext" / "de-en" / "bitext.tsv.gz", shallow=False)
+
+
+def test_run_from_the_example_config_file(tmp_path):
+    import json
+
+    out = tmp_path / "out"
+    p = run_mine("run", "--config", EXAMPLES / "run.toml", "--out", out)
+    assert p.returncode == 0, p.stderr
+    run = json.loads((out / "manifest.json").read_text())["stages"]["run"]["config"]
+    assert run["shard_size"] == 50 and run["score"]["threshold"] == 1.25
+    assert run["filters"]["one_to_one"] is True and run["pairs"] == ["de-en", "fr-en"]
+    assert len(list((out / "sentences" / "de").glob("part-*.parquet"))) == 2
+    scores = [float(line.split("\t")[0]) for line in
+              gzip.open(out / "bitext" / "fr-en" / "bitext.tsv.gz", "rt", encoding="utf-8")]
+    assert scores and min(scores) >= 1.25
