@@ -7,6 +7,7 @@ characters rather than failing the whole file. A corrupt archive is a MinerError
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 from typing import Iterator
 
@@ -29,15 +30,41 @@ def read_warc(path: str | Path, html: bool = True) -> Iterator[Document]:
 
     path = Path(path)
     try:
-        with open(path, "rb") as stream:
+        # warcio's own gzip reader prints and swallows an error in the middle of a
+        # member, silently ending the file there; Python's gzip raises instead
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+        opener = gzip.open if magic == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            stream = _ErrorKeepingStream(f)
             for record in ArchiveIterator(stream):
                 doc = _record_document(record, path, html)
                 if doc is not None:
                     yield doc
+            if stream.error is not None:  # warcio ended the iteration quietly
+                raise stream.error
     except ArchiveLoadFailed as e:
         raise MinerError(f"{path}: not a valid WARC file ({str(e).splitlines()[0]})") from None
     except DECOMPRESS_ERRORS as e:
         raise MinerError(f"{path}: corrupt WARC archive ({e})") from None
+
+
+class _ErrorKeepingStream:
+    """A file wrapper that remembers a read error, which warcio may swallow."""
+
+    def __init__(self, f):
+        self._f = f
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._f.read(size)
+        except DECOMPRESS_ERRORS as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def _record_document(record, path: Path, html: bool):
