@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from miner.config import Config
 from miner.errors import MinerError
 from miner.io import atomic_path
+from miner.knn.stage import read_knn
 from miner.manifest import read_manifest, update_stage
 from miner.margin import DIRECTION_NAMES, Candidates, retrieve
 
@@ -36,23 +37,6 @@ SCORE_SCHEMA = pa.schema([
     ("src_source", pa.string()), ("tgt_source", pa.string()),
     ("src_lid_prob", pa.float32()), ("tgt_lid_prob", pa.float32()),
 ])
-
-
-def read_neighbours(directory: Path) -> dict[str, np.ndarray]:
-    """Concatenate neighbour parts: ids (n,), nbr_ids (n, k) uint64, nbr_sims (n, k), mean (n,)."""
-    parts = sorted(directory.glob("part-*.parquet"))
-    if not parts:
-        raise MinerError(f"{directory}: no neighbour files (run `mine knn` first)")
-    table = pa.concat_tables(pq.read_table(p) for p in parts)
-
-    def matrix(name: str, dtype) -> np.ndarray:
-        col = table.column(name).combine_chunks()
-        k = col.type.list_size
-        return col.values.to_numpy(zero_copy_only=False).astype(dtype).reshape(-1, k)
-
-    return {"ids": table.column("id").to_numpy(), "nbr_ids": matrix("nbr_ids", np.uint64),
-            "nbr_sims": matrix("nbr_sims", np.float32),
-            "mean": table.column("mean_sim").to_numpy().astype(np.float32)}
 
 
 def ids_to_rows(ids: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -94,9 +78,8 @@ def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str) -> dict:
     start = time.time()
     out_dir = Path(out_dir)
     pair = f"{src}-{tgt}"
-    knn_dir = out_dir / "knn" / pair
-    fwd = read_neighbours(knn_dir / "fwd")
-    bwd = read_neighbours(knn_dir / "bwd")
+    fwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, src, tgt, "fwd")))
+    bwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, src, tgt, "bwd")))
     cands = score_arrays(fwd, bwd, cfg.score.margin, cfg.score.retrieval)
 
     src_ids, src_prov = read_provenance(out_dir, src)

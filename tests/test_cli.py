@@ -3,9 +3,7 @@
 import gzip
 import subprocess
 import sys
-from pathlib import Path
 
-import pytest
 
 from conftest import EXAMPLES, REPO
 

@@ -5,12 +5,9 @@ import pytest
 
 pytest.importorskip("torch")
 
+from miner.embed.encoders import l2_normalize as unit  # noqa: E402
 from miner.knn.cpu_bf16 import cpu_has_bf16, exact_sims, knn_torch_bf16  # noqa: E402
 from miner.knn.exact import knn_numpy, knn_search  # noqa: E402
-
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def clustered(rng, n, d, centers, noise=0.2):

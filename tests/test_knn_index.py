@@ -3,16 +3,13 @@
 import numpy as np
 import pytest
 
+from miner.embed.encoders import l2_normalize as unit  # noqa: E402
 from miner.errors import MinerError
 from miner.knn.exact import knn_faiss
 from miner.knn.index import (build_index, choose_index, factory_string, index_search, n_lists,
                              recall_at_k, train_sample)
 
 D, N, K = 64, 200_000, 4
-
-
-def unit(x):
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")

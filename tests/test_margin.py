@@ -11,7 +11,7 @@ import pytest
 
 from miner import margin as M
 from miner.errors import MinerError
-from miner.margin import BOTH, BWD, FWD, apply_margin, greedy_one_to_one, retrieve
+from miner.margin import BOTH, BWD, apply_margin, greedy_one_to_one, retrieve
 from miner.mining import mine_embeddings, unify
 
 X = np.array([[1, 0], [0, 1]], dtype=np.float32)

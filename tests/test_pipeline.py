@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
 import pytest
+
+from miner.knn.stage import read_knn
 
 from conftest import EXAMPLES, REPO, shared_data
 
@@ -39,13 +39,8 @@ def bucc_inputs(directory: Path) -> list[Path]:
 
 
 def neighbours(out: Path, pair: str, direction: str):
-    parts = sorted((out / "knn" / pair / direction).glob("part-*.parquet"))
-    import pyarrow as pa
-
-    t = pa.concat_tables(pq.read_table(p) for p in parts)
-    return (t.column("id").to_numpy(),
-            np.stack(t.column("nbr_ids").to_numpy(zero_copy_only=False)),
-            np.stack(t.column("nbr_sims").to_numpy(zero_copy_only=False)))
+    """ids, neighbour ids and similarities of all parts of one direction."""
+    return read_knn(out, *pair.split("-"), direction)[:3]
 
 
 @pytest.fixture(scope="module")

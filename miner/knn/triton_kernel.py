@@ -24,7 +24,6 @@ See ``docs/knn_gpu.md`` for the design and the expected bounds.
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 import torch
