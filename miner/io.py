@@ -30,8 +30,24 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    path = Path(path)
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    For a URL (``miner.storage``) the temporary file is local and is uploaded whole
+    on success: object stores show an object only once its upload is complete.
+    """
+    from miner.storage import RemotePath, as_path
+
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp_name)
+            path.upload(tmp_name)
+        finally:
+            if os.path.exists(tmp_name):
+                os.unlink(tmp_name)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -84,7 +100,7 @@ def write_json(path: str | os.PathLike, obj) -> None:
 
 def open_text(path: str | os.PathLike) -> IO[str]:
     """Open a UTF-8 text file, plain or gzip, raising MinerError if it is missing."""
-    path = Path(path)
+    path = Path(path)  # inputs are local files
     if not path.exists():
         raise MinerError(f"{path}: no such file")
     if path.is_dir():

@@ -18,10 +18,11 @@ from typing import Any
 
 from miner.errors import MinerError
 from miner.io import write_json
+from miner.storage import AnyPath, as_path
 
 
-def manifest_path(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "manifest.json"
+def manifest_path(out_dir: str | Path) -> AnyPath:
+    return as_path(out_dir) / "manifest.json"
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
