@@ -386,10 +386,11 @@ def run(inputs, config_file, pairs, show, **flags):
         click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")
         if show:
             import gzip
-            from pathlib import Path
 
-            with gzip.open(Path(cfg.out) / "bitext" / pair / "bitext.tsv.gz", "rt",
-                           encoding="utf-8") as f:
+            from miner.storage import as_path
+
+            tsv = as_path(cfg.out) / "bitext" / pair / "bitext.tsv.gz"
+            with tsv.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
                 for _, line in zip(range(show), f):
                     score_, src_text, tgt_text = line.rstrip("\n").split("\t")
                     click.echo(f"  {float(score_):.3f}  {src_text}\n         {tgt_text}")

@@ -140,18 +140,21 @@ class LocalExecutor(Executor):
 # -- Ray ---------------------------------------------------------------------------------
 
 def _probe(cwd: str, path: str, token: str) -> Optional[str]:
-    """A Ray task: None when ``path`` holds ``token`` on this node, else the node's IP."""
+    """A Ray task: None when ``path`` (a local path or URL) holds ``token`` on this node,
+    else the node's IP and what went wrong."""
+    from miner.storage import as_path
+
     if os.path.isdir(cwd):
         os.chdir(cwd)
     try:
-        with open(path, encoding="utf-8") as f:
-            if f.read() == token:
-                return None
-    except OSError:
-        pass
+        if as_path(path).read_text(encoding="utf-8") == token:
+            return None
+        problem = "another file"
+    except (OSError, MinerError) as e:
+        problem = str(e).splitlines()[0] if str(e) else type(e).__name__
     import ray
 
-    return ray.util.get_node_ip_address()
+    return f"{ray.util.get_node_ip_address()} ({problem})"
 
 
 def _run_task(cwd: str, fn: Callable, item: Any) -> Any:
@@ -316,26 +319,33 @@ class RayExecutor(Executor):
 
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if "://" in str(directory):
-            raise MinerError(f"{directory}: URLs are not supported as the output yet; mount "
-                             "the bucket on every node (e.g. mountpoint-s3, gcsfuse) and give the path")
-        os.makedirs(directory, exist_ok=True)
+        from miner.storage import RemotePath, as_path
+
+        directory = as_path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         token = uuid.uuid4().hex
-        path = os.path.join(directory, f".shared-probe-{token}")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(token)
+        path = directory / f".shared-probe-{token}"
+        try:
+            path.write_text(token, encoding="utf-8")
+        except OSError as e:
+            raise MinerError(f"{directory}: cannot write there ({e})") from None
         try:
             task = self.ray.remote(_probe)
             nodes = [n["NodeID"] for n in self.ray.nodes() if n.get("Alive")]
             refs = [task.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(
-                node, soft=False)).remote(self.cwd, path, token) for node in nodes]
+                node, soft=False)).remote(self.cwd, str(path), token) for node in nodes]
             missing = [ip for ip in self.ray.get(refs) if ip is not None]
         finally:
-            os.unlink(path)
+            path.unlink(missing_ok=True)
         if missing:
+            if isinstance(directory, RemotePath):
+                raise MinerError(f"{directory} cannot be read from the Ray node(s) "
+                                 f"{', '.join(sorted(set(missing)))}: give every node the store's "
+                                 "credentials and endpoint (e.g. AWS_* variables), see docs/cluster.md")
             raise MinerError(f"{directory} is not shared with the Ray node(s) {', '.join(sorted(set(missing)))}: "
                              "put --out on a filesystem every node mounts at the same path "
-                             "(NFS, EFS, Lustre, a bucket mount), see docs/cluster.md")
+                             "(NFS, EFS, Lustre, a bucket mount) or use a URL such as s3://bucket/run, "
+                             "see docs/cluster.md")
 
     def close(self) -> None:
         self._release_actors()

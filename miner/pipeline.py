@@ -15,6 +15,7 @@ from pathlib import Path
 from miner.config import Config
 from miner.errors import MinerError
 from miner.manifest import read_manifest, update_stage
+from miner.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def run_pipeline(cfg: Config, progress=print) -> dict:
         raise MinerError("no language pairs given (--pair de-en or pairs = [...] in the config)")
     if not cfg.inputs:
         raise MinerError("no input files given")
-    out_dir = Path(cfg.out)
+    out_dir = as_path(cfg.out)  # a local directory or a URL (miner.storage)
     pairs = [(normalize_lang(s), normalize_lang(t)) for s, t in cfg.parsed_pairs()]
     langs = [normalize_lang(x) for x in pair_langs(cfg)]
     timings: dict[str, float] = {}

@@ -43,6 +43,7 @@ from miner.lid import cached_identifier, normalize_lang
 from miner.manifest import merge_counts, update_stage
 from miner.readers import check_file, open_reader
 from miner.sentences import length_reason, normalize_text, sentence_hash, split_sentences
+from miner.storage import AnyPath, as_path, parquet_file
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
     codes. Raises MinerError on bad inputs or settings.
     """
     start = time.time()
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     langs = check_langs(cfg, langs)
     if not inputs:
         raise MinerError("no input files given")
@@ -74,7 +75,7 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
     for path in inputs:
         check_file(path)
     stage_root = out_dir / ".prepare"
-    tasks: dict[str, Path] = {}
+    tasks: dict[str, AnyPath] = {}
     for path in inputs:
         tasks.setdefault(path, stage_root / stage_name(path, cfg, langs))
     results = run_tasks(tasks, cfg, langs, executor)
@@ -89,7 +90,7 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
         "langs": langs,
         "shard_size": cfg.shard_size,
         "counts": counts,
-        "files": {lang: [str(Path(f).relative_to(out_dir)) for f in fs] for lang, fs in files.items()},
+        "files": {lang: [str(as_path(f).relative_to(out_dir)) for f in fs] for lang, fs in files.items()},
         "seconds": round(time.time() - start, 3),
         "finished": True,
     })
@@ -136,7 +137,7 @@ def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
 
 # -- step 1: one input file -----------------------------------------------------------
 
-def run_tasks(tasks: dict[str, Path], cfg: Config, langs: list[str],
+def run_tasks(tasks: dict[str, AnyPath], cfg: Config, langs: list[str],
               executor: Optional[Executor] = None) -> dict[str, dict]:
     """``prepare_file`` for each pending input, one task per input file, on ``executor``
     (default: a local process pool of ``cfg.prepare.workers``)."""
@@ -189,16 +190,16 @@ def _prepare_item(item: tuple[str, str], cfg: Config, langs: list[str], progress
     return prepare_file(path, cfg, langs, stage_dir, progress=progress)
 
 
-def read_done(stage_dir: Path) -> Optional[dict]:
+def read_done(stage_dir: str | AnyPath) -> Optional[dict]:
     """The result recorded in ``stage_dir/done.json``, or None if the input is not done."""
-    marker = Path(stage_dir) / "done.json"
+    marker = as_path(stage_dir) / "done.json"
     if not marker.exists():
         return None
     try:
         result = json.loads(marker.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
-    if not all(Path(f).exists() for fs in result["files"].values() for f in fs):
+    if not all(as_path(f).exists() for fs in result["files"].values() for f in fs):
         return None
     return result
 
@@ -211,7 +212,7 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
     and writes the same as ``stage_dir/done.json``, last. Dedup is not done here.
     """
     p = cfg.prepare
-    stage_dir = Path(stage_dir)
+    stage_dir = as_path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     lid = None if p.no_lid else cached_identifier(p.lid_model)
     thresholds = {lang: p.lid_threshold for lang in langs}
@@ -272,7 +273,7 @@ def document_language(text: str, langs: list[str], lid) -> str:
 class _StageWriter:
     """Rows of one language of one input, streamed to Parquet in row groups."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: AnyPath):
         self.path = path
         self.rows: dict[str, list] = {name: [] for name in SCHEMA.names}
         self._ctx = atomic_path(path)
@@ -291,7 +292,7 @@ class _StageWriter:
             self.writer.write_table(pa.table(self.rows, schema=SCHEMA))
             self.rows = {name: [] for name in SCHEMA.names}
 
-    def close(self) -> Path:
+    def close(self) -> AnyPath:
         self.flush()
         self.writer.close()
         self._ctx.__exit__(None, None, None)
@@ -307,7 +308,7 @@ class _StageWriter:
 
 # -- step 2: global dedup and final shards ---------------------------------------------
 
-def write_shards(results: list[dict], langs: list[str], sentences_dir: Path,
+def write_shards(results: list[dict], langs: list[str], sentences_dir: AnyPath,
                  shard_size: int) -> tuple[dict, dict[str, list[str]]]:
     """Dedup each language across ``results`` (in their order; first occurrence wins)
     and write ``sentences_dir/{lang}/part-NNNNN.parquet`` with ``shard_size`` rows.
@@ -323,7 +324,7 @@ def write_shards(results: list[dict], langs: list[str], sentences_dir: Path,
         dup = 0
         for result in results:
             for staged in result["files"].get(lang, []):
-                for batch in pq.ParquetFile(staged).iter_batches(batch_size=FLUSH_ROWS):
+                for batch in parquet_file(staged).iter_batches(batch_size=FLUSH_ROWS):
                     ids = batch.column("id").to_pylist()
                     keep = []
                     for i, h in enumerate(ids):
@@ -343,7 +344,7 @@ class _ShardWriter:
     """Record batches in, ``part-NNNNN.parquet`` files of exactly ``shard_size`` rows out
     (the last one shorter), each written atomically; stale higher parts are removed."""
 
-    def __init__(self, directory: Path, shard_size: int):
+    def __init__(self, directory: AnyPath, shard_size: int):
         self.dir = directory
         self.shard_size = shard_size
         self.pending: list[pa.RecordBatch] = []
@@ -370,7 +371,7 @@ class _ShardWriter:
         if self.n_pending or not self.files:
             self._write(pa.Table.from_batches(self.pending, schema=SCHEMA))
         self.dir.mkdir(parents=True, exist_ok=True)
-        keep = {Path(f).name for f in self.files}
+        keep = {as_path(f).name for f in self.files}
         for old in self.dir.glob("part-*.parquet"):
             if old.name not in keep:
                 old.unlink()

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from miner.errors import MinerError
 from miner.io import atomic_open, atomic_path, write_json
 from miner.manifest import read_manifest
+from miner.storage import as_path, read_table
 from miner.outputs import bitext_dir, read_score_batches, scores_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ HIST_BINS = 50
 
 def report_pairs(out_dir: str | Path) -> list[str]:
     """Pairs (``"de-en"``) with a ``bitext.parquet`` under ``DIR/bitext``."""
-    root = Path(out_dir) / "bitext"
+    root = as_path(out_dir) / "bitext"
     return sorted(p.parent.name for p in root.glob("*/bitext.parquet")) if root.is_dir() else []
 
 
@@ -100,12 +101,12 @@ def _edges(values: list[np.ndarray], marks: list[float]) -> np.ndarray:
 
 def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     """The report of one pair; writes its PNGs under ``DIR/report/``."""
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     src, tgt = pair.split("-")
     path = bitext_dir(out_dir, src, tgt) / "bitext.parquet"
     if not path.exists():
         raise MinerError(f"{path}: no such file; run `mine bitext {out_dir} --pair {pair}` first")
-    kept = pq.read_table(path, columns=["score", "src_text", "tgt_text"])
+    kept = read_table(path, columns=["score", "src_text", "tgt_text"])
     kept_scores = _finite(kept.column("score").to_numpy())
     kept_ratio = _log_ratio(kept.column("src_text"), kept.column("tgt_text"))
     cand_scores, cand_ratio = _candidate_arrays(out_dir, src, tgt)
@@ -164,7 +165,7 @@ def build_report(out_dir: str | Path, pair: Optional[str] = None) -> dict:
 
     ``pair`` limits it to one pair; by default every pair with a bitext folder.
     """
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     if not out_dir.is_dir():
         raise MinerError(f"{out_dir}: no such directory")
     manifest = read_manifest(out_dir)

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from miner.errors import MinerError
 from miner.io import atomic_path
+from miner.storage import AnyPath, as_path, parquet_file, read_table
 
 META_KEY = b"miner.embedding"
 
@@ -48,7 +49,7 @@ def write_embedding_shard(path: str | Path, ids: np.ndarray, embeddings: np.ndar
 def read_embedding_meta(path: str | Path) -> EmbeddingMeta:
     """The encoder metadata of one shard."""
     try:
-        md = pq.read_schema(path).metadata or {}
+        md = parquet_file(path).schema_arrow.metadata or {}
     except (OSError, pa.ArrowInvalid) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
     if META_KEY not in md:
@@ -59,7 +60,7 @@ def read_embedding_meta(path: str | Path) -> EmbeddingMeta:
 def read_embedding_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """ids (n,) uint64 and embeddings (n, dim) float32 of one shard."""
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
     col = table.column("embedding").combine_chunks()
@@ -69,9 +70,9 @@ def read_embedding_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return table.column("id").to_numpy(), emb
 
 
-def embedding_shards(directory: str | Path) -> list[Path]:
+def embedding_shards(directory: str | Path) -> list[AnyPath]:
     """The shards of one language's embedding directory, in order."""
-    return sorted(Path(directory).glob("part-*.parquet"))
+    return sorted(as_path(directory).glob("part-*.parquet"))
 
 
 def check_consistent(paths: list[Path]) -> EmbeddingMeta:

@@ -14,7 +14,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from miner.config import Config, EmbedConfig
 from miner.embed.encoders import Encoder, MuseEncoder, encoder_id, load_encoder
@@ -22,24 +21,25 @@ from miner.embed.shards import EmbeddingMeta, read_embedding_meta, write_embeddi
 from miner.errors import MinerError
 from miner.executor import Executor, LocalExecutor
 from miner.manifest import update_stage
+from miner.storage import AnyPath, as_path, read_table
 
 log = logging.getLogger(__name__)
 
 
-def sentence_shards(out_dir: str | Path, lang: str) -> list[Path]:
+def sentence_shards(out_dir: str | Path, lang: str) -> list[AnyPath]:
     """The sentence shards of a language, in order; an error when there are none."""
-    shards = sorted((Path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
+    shards = sorted((as_path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
     if not shards:
-        raise MinerError(f"{Path(out_dir) / 'sentences' / lang}: no sentence shards "
+        raise MinerError(f"{as_path(out_dir) / 'sentences' / lang}: no sentence shards "
                          f"(run `mine prepare ... --lang {lang} --out {out_dir}` first)")
     return shards
 
 
-def embedding_path(out_dir: str | Path, lang: str, sentence_shard: Path) -> Path:
-    return Path(out_dir) / "embeddings" / lang / sentence_shard.name
+def embedding_path(out_dir: str | Path, lang: str, sentence_shard: AnyPath) -> AnyPath:
+    return as_path(out_dir) / "embeddings" / lang / sentence_shard.name
 
 
-def shard_is_done(emb_path: Path, sent_path: Path, meta: EmbeddingMeta) -> bool:
+def shard_is_done(emb_path: AnyPath, sent_path: AnyPath, meta: EmbeddingMeta) -> bool:
     """True when ``emb_path`` holds ``meta``'s embeddings of exactly ``sent_path``'s ids.
 
     Another encoder's shard is an error (mixing encoders), not something to redo silently.
@@ -53,14 +53,14 @@ def shard_is_done(emb_path: Path, sent_path: Path, meta: EmbeddingMeta) -> bool:
                          f"{emb_path.parent}")
     if have.dtype != meta.dtype:
         return False
-    emb_ids = pq.read_table(emb_path, columns=["id"]).column("id").to_numpy()
-    sent_ids = pq.read_table(sent_path, columns=["id"]).column("id").to_numpy()
+    emb_ids = read_table(emb_path, columns=["id"]).column("id").to_numpy()
+    sent_ids = read_table(sent_path, columns=["id"]).column("id").to_numpy()
     return np.array_equal(emb_ids, sent_ids)
 
 
-def embed_shard(encoder: Encoder, sent_path: Path, emb_path: Path, meta: EmbeddingMeta) -> int:
+def embed_shard(encoder: Encoder, sent_path: AnyPath, emb_path: AnyPath, meta: EmbeddingMeta) -> int:
     """Embed one sentence shard into one embedding shard; returns the rows written."""
-    table = pq.read_table(sent_path, columns=["id", "text"])
+    table = read_table(sent_path, columns=["id", "text"])
     texts = table.column("text").to_pylist()
     emb = encoder.encode(texts)
     write_embedding_shard(emb_path, table.column("id").to_numpy(), emb, meta)
@@ -82,7 +82,7 @@ class EmbedWorker:
         sent_path, emb_path, meta = task
         if encoder_id(self.encoder) != meta.encoder or self.encoder.dim != meta.dim:
             raise MinerError(f"worker encoder {encoder_id(self.encoder)} is not {meta.encoder}")
-        return embed_shard(self.encoder, Path(sent_path), Path(emb_path), meta)
+        return embed_shard(self.encoder, as_path(sent_path), as_path(emb_path), meta)
 
     def meta(self, dtype: str) -> EmbeddingMeta:
         return EmbeddingMeta(encoder_id(self.encoder), self.encoder.dim, dtype)
@@ -146,7 +146,7 @@ def run_embed(cfg: Config, out_dir: str | Path, lang: str,
     skipped = len(shards) - len(todo)
     # shards left over from an earlier run with more shards would be mixed in: drop them
     wanted = {s.name for s in shards}
-    for stale in (Path(out_dir) / "embeddings" / lang).glob("part-*.parquet"):
+    for stale in (as_path(out_dir) / "embeddings" / lang).glob("part-*.parquet"):
         if stale.name not in wanted:
             stale.unlink()
     counts = {"shards": len(shards), "embedded_shards": len(todo), "skipped_shards": skipped,
