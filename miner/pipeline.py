@@ -34,7 +34,8 @@ def input_fingerprint(paths: list[str]) -> list[list]:
     """Path, size and modification time of each input: a changed input redoes prepare."""
     out = []
     for p in paths:
-        st = Path(p).stat() if Path(p).exists() else None
+        path = as_path(p)
+        st = path.stat() if path.exists() else None
         out.append([str(p), st.st_size if st else None, st.st_mtime_ns if st else None])
     return out
 
@@ -116,7 +117,7 @@ def _run_stages(cfg: Config, out_dir: Path, pairs, langs, executor, stage, timin
         if score_is_current(cfg, out_dir, src, tgt):
             progress(f"score {pair}: up to date, skipped")
         else:
-            counts = stage(f"score/{pair}", run_score, cfg, out_dir, src, tgt)
+            counts = stage(f"score/{pair}", run_score, cfg, out_dir, src, tgt, executor)
             progress(f"score {pair}: {counts['candidates']} candidates")
         counts = stage(f"bitext/{pair}", write_bitext, cfg, out_dir, src, tgt)
         summary["pairs"][pair] = counts

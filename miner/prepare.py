@@ -127,12 +127,14 @@ def check_langs(cfg: Config, langs: list[str]) -> list[str]:
 def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
     """Staging directory name of an input: its file name and a hash of the file's
     path, size and mtime and of every setting that changes the result."""
-    st = Path(path).stat()
+    p = as_path(path)
+    st = p.stat()
     settings = {k: v for k, v in cfg.to_dict()["prepare"].items() if k != "workers"}
     settings["lid_thresholds"] = {normalize_lang(k): v for k, v in settings["lid_thresholds"].items()}
-    blob = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, langs, settings],
+    where = str(p.resolve()) if isinstance(p, Path) else str(p)
+    blob = json.dumps([where, st.st_size, st.st_mtime_ns, langs, settings],
                       sort_keys=True, default=str)
-    return f"{Path(path).name}-{xxhash.xxh64_hexdigest(blob.encode())}"
+    return f"{p.name}-{xxhash.xxh64_hexdigest(blob.encode())}"
 
 
 # -- step 1: one input file -----------------------------------------------------------
@@ -221,7 +223,7 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
             thresholds[normalize_lang(code)] = float(value)
     counts = {lang: dict.fromkeys(REASONS[:5], 0) for lang in langs}
     writers = {lang: _StageWriter(stage_dir / f"{lang}.parquet") for lang in langs}
-    bar = tqdm(unit="doc", desc=Path(path).name, disable=None if progress else True)
+    bar = tqdm(unit="doc", desc=as_path(path).name, disable=None if progress else True)
     start = time.time()
     n_sents = 0
     try:

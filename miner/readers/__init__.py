@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Optional
 
 from miner.errors import MinerError
+from miner.storage import AnyPath, RemotePath, as_path
 
 FORMATS = ("wiki", "wet", "warc", "text", "jsonl", "parquet")
 
@@ -44,9 +45,10 @@ class Document:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def check_file(path: str | Path) -> Path:
-    """The path, or a MinerError if it is missing, a directory or empty."""
-    path = Path(path)
+def check_file(path: str | Path) -> AnyPath:
+    """The path, or a MinerError if it is missing, a directory or empty (a URL of a
+    pyarrow filesystem such as ``s3://bucket/dump.xml.bz2`` works too)."""
+    path = as_path(path)
     if not path.exists():
         raise MinerError(f"{path}: no such file")
     if path.is_dir():
@@ -58,12 +60,20 @@ def check_file(path: str | Path) -> Path:
 
 def compression_of(path: str | Path) -> Optional[str]:
     """``"gzip"``, ``"bz2"``, ``"xz"``, ``"zstd"`` from the magic bytes, or None."""
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         head = f.read(8)
     for magic, name in _MAGIC.items():
         if head.startswith(magic):
             return name
     return None
+
+
+def open_raw(path: str | Path) -> IO[bytes]:
+    """The file's bytes as stored (local file or URL), unbuffered by us."""
+    path = as_path(path)
+    if isinstance(path, RemotePath):
+        return io.BufferedReader(path.open("rb"), 1 << 20)
+    return open(path, "rb")
 
 
 def open_binary(path: str | Path) -> IO[bytes]:
@@ -73,18 +83,22 @@ def open_binary(path: str | Path) -> IO[bytes]:
     stream.
     """
     kind = compression_of(path)
+    if isinstance(as_path(path), Path):
+        source = path  # the openers below open (and close) a local file themselves
+    else:
+        source = open_raw(path)  # a remote file: closed when garbage-collected
     if kind == "gzip":
-        return gzip.open(path, "rb")
+        return gzip.open(source, "rb")
     if kind == "bz2":
-        return bz2.open(path, "rb")
+        return bz2.open(source, "rb")
     if kind == "xz":
-        return lzma.open(path, "rb")
+        return lzma.open(source, "rb")
     if kind == "zstd":
         import zstandard
 
-        raw = open(path, "rb")
+        raw = open_raw(path)
         return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open(path, "rb")
+    return open_raw(path)
 
 
 # errors a broken compressed stream raises while reading
@@ -109,9 +123,9 @@ def sniff(path: str | Path, n: int = 4096) -> bytes:
 
 def detect_format(path: str | Path) -> str:
     """Choose a reader from the file name and the first decompressed bytes."""
-    path = Path(path)
+    path = as_path(path)
     name = path.name.lower()
-    with open(path, "rb") as f:
+    with open_raw(path) as f:
         if f.read(4) == b"PAR1":
             return "parquet"
     if name.endswith(".parquet"):

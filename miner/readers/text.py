@@ -14,6 +14,7 @@ from typing import Iterator, Optional
 from miner.errors import MinerError
 from miner.io import MAX_LINE_BYTES
 from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+from miner.storage import as_path, parquet_file
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -39,7 +40,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
 
 def read_text(path: str | Path, paragraphs: bool = False) -> Iterator[Document]:
     """Documents of a plain-text file; ``doc_id`` is the first line number."""
-    path = Path(path)
+    path = as_path(path)
     if not paragraphs:
         for lineno, line in _lines(path):
             if line.strip():
@@ -67,7 +68,7 @@ def read_jsonl(path: str | Path, text_field: str = "text",
                id_field: Optional[str] = None) -> Iterator[Document]:
     """Documents of a JSON-lines file: ``text_field`` is the text, ``id_field`` the id
     (default: the line number). ``url`` or ``title`` fields fill ``url_or_title``."""
-    path = Path(path)
+    path = as_path(path)
     for lineno, line in _lines(path):
         if not line.strip():
             continue
@@ -93,9 +94,9 @@ def read_parquet(path: str | Path, text_field: str = "text",
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    path = Path(path)
+    path = as_path(path)
     try:
-        pf = pq.ParquetFile(path)
+        pf = parquet_file(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
     names = pf.schema_arrow.names

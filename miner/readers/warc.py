@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 from miner.errors import MinerError
-from miner.readers import DECOMPRESS_ERRORS, Document
+from miner.readers import DECOMPRESS_ERRORS, Document, open_raw
+from miner.storage import as_path
 
 MAX_RECORD_BYTES = 50 << 20  # larger records are skipped, not read into memory
 
@@ -28,14 +29,13 @@ def read_warc(path: str | Path, html: bool = True) -> Iterator[Document]:
     from warcio.archiveiterator import ArchiveIterator
     from warcio.exceptions import ArchiveLoadFailed
 
-    path = Path(path)
+    path = as_path(path)
     try:
         # warcio's own gzip reader prints and swallows an error in the middle of a
         # member, silently ending the file there; Python's gzip raises instead
-        with open(path, "rb") as raw:
+        with open_raw(path) as raw:
             magic = raw.read(2)
-        opener = gzip.open if magic == b"\x1f\x8b" else open
-        with opener(path, "rb") as f:
+        with open_raw(path) as raw, (gzip.open(raw, "rb") if magic == b"\x1f\x8b" else raw) as f:
             stream = _ErrorKeepingStream(f)
             for record in ArchiveIterator(stream):
                 doc = _record_document(record, path, html)

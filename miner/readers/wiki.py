@@ -26,6 +26,7 @@ from mwparserfromhell.nodes import (Argument, Comment, ExternalLink, Heading, HT
 
 from miner.errors import MinerError
 from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+from miner.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def read_wiki(path: str | Path) -> Iterator[Document]:
 
     ``meta`` holds ``page_id``, ``rev_id`` and ``title``; ``doc_id`` is the page id.
     """
-    path = Path(path)
+    path = as_path(path)
     file_ns, cat_ns = set(FILE_NAMESPACES), set(CATEGORY_NAMESPACES)
     for page in iter_pages(path, file_ns, cat_ns):
         if page.get("ns", "0") != "0" or page.get("redirect"):
