@@ -14,6 +14,12 @@ rows of the concatenated database shards, as ``Database`` cuts them):
    with its fingerprint and removes the partials.
 
 Workers exchange nothing but file names: every array goes through ``out``.
+
+The approximate indexes (``--index ivf|ivfpq``) need no merge: the driver trains and
+fills the index once and writes it to ``{out}/.index/{hash}.faiss``; then
+``search_index_shard`` is one task per query shard, which maps the index file
+read-only, searches and writes the neighbour shard through the same
+``miner.knn.stage.search_shard`` as the single-process stage.
 """
 
 from __future__ import annotations
@@ -146,4 +152,56 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     partial_dir = Path(plan.out) / ".partial"
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
+    return sum(rows)
+
+
+# -- approximate indexes (IVF / IVF-PQ) ------------------------------------------------
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """What every search task of one approximate-index direction needs."""
+
+    out: str                    # DIR/knn/{pair}/{direction}
+    index_path: str             # the trained, filled CPU index (``write_index``)
+    db_paths: tuple[str, ...]   # database embedding shards, in order (row -> sentence id)
+    q_block: int                # query rows per search block
+    k: int
+    nprobe: int
+    kind: str = "ivf"           # ivf | ivfpq (how a GPU clone is laid out)
+    threads: int = 1            # faiss OpenMP threads per task (= the task's num_cpus)
+    gpu: bool = False           # clone the index onto the task's GPU (faiss-gpu)
+
+
+def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
+    """One task: search query shard ``item[0]`` in the index file and write its
+    neighbour shard with fingerprint ``item[1]``; returns the rows written."""
+    import faiss
+
+    from miner.knn.index import gpus_available, index_search, read_index, to_gpus
+    from miner.knn.stage import read_ids, search_shard
+
+    q_path, fingerprint = item
+    faiss.omp_set_num_threads(max(1, plan.threads))
+    # memory-mapped inverted lists: tasks on one node share the page cache, no copy
+    index = read_index(plan.index_path, plan.nprobe, mmap=True)
+    if plan.gpu and gpus_available():  # pragma: no cover - no GPU in CI
+        index = to_gpus(index, plan.kind, index.ntotal, index.d, plan.nprobe)
+    db_ids = read_ids([Path(p) for p in plan.db_paths])
+
+    def search(q):
+        return index_search(index, q, plan.k)
+
+    return search_shard(q_path, fingerprint, plan.out, search, db_ids, plan.q_block, plan.k)
+
+
+def run_index_direction(executor, plan: IndexPlan, todo: list[tuple[Path, dict]],
+                        num_cpus: float = 1, num_gpus: float = 0) -> int:
+    """Search the query shards ``todo`` ((path, fingerprint) pairs) in ``plan.index_path``,
+    one ``executor`` task each; returns the queries searched."""
+    if not todo:
+        return 0
+    rows = executor.map(partial(search_index_shard, plan=plan),
+                        [(str(q), fp) for q, fp in todo],
+                        desc=f"knn {Path(plan.out).name} search", num_cpus=num_cpus,
+                        num_gpus=num_gpus)
     return sum(rows)

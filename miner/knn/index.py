@@ -74,9 +74,10 @@ def build_index(kind: str, n: int, d: int, train: np.ndarray, nprobe: int,
     """An empty trained faiss index (inner product) for n vectors of dim d.
 
     train: (t, d) float32 training sample (see ``train_sample``); nprobe: lists
-    visited per query. With faiss-gpu and visible GPUs the index is cloned onto all
-    of them: replicated when small, sharded when its data would not fit one GPU.
-    Add vectors with ``index.add`` and search with ``index.search``.
+    visited per query. With faiss-gpu and visible GPUs (``use_gpu=None``) the index
+    is cloned onto all of them (see ``to_gpus``); ``use_gpu=False`` keeps it on the
+    CPU (what ``write_index`` needs). Add vectors with ``index.add`` and search with
+    ``index.search``.
     """
     import faiss
 
@@ -85,14 +86,53 @@ def build_index(kind: str, n: int, d: int, train: np.ndarray, nprobe: int,
     index.train(np.ascontiguousarray(train, dtype=np.float32))
     faiss.extract_index_ivf(index).nprobe = nprobe
     if use_gpu is None:
-        use_gpu = hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+        use_gpu = gpus_available()
     if use_gpu:  # pragma: no cover - no GPU in CI
-        co = faiss.GpuMultipleClonerOptions()
-        bytes_per_vec = 4 * d if kind == "ivf" else 64
-        co.shard = n * bytes_per_vec > 4 << 30
-        co.useFloat16 = True
-        index = faiss.index_cpu_to_all_gpus(index, co)
-        faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+        index = to_gpus(index, kind, n, d, nprobe)
+    return index
+
+
+def gpus_available() -> bool:
+    """Whether this process's faiss is faiss-gpu and sees a GPU."""
+    import faiss
+
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+def to_gpus(index, kind: str, n: int, d: int, nprobe: int):  # pragma: no cover - no GPU in CI
+    """A CPU IVF index cloned onto every visible GPU: replicated when small, sharded
+    when its data would not fit one GPU."""
+    import faiss
+
+    co = faiss.GpuMultipleClonerOptions()
+    bytes_per_vec = 4 * d if kind == "ivf" else 64
+    co.shard = n * bytes_per_vec > 4 << 30
+    co.useFloat16 = True
+    index = faiss.index_cpu_to_all_gpus(index, co)
+    faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+    return index
+
+
+def write_index(index, path) -> None:
+    """Write a CPU faiss index to ``path`` atomically (a reader never sees half a file)."""
+    import faiss
+
+    from miner.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        faiss.write_index(index, str(tmp))
+
+
+def read_index(path, nprobe: int | None = None, mmap: bool = True):
+    """Read an index written by ``write_index``. ``mmap``: map the inverted lists
+    read-only instead of copying them (processes on one node then share the page
+    cache); ``nprobe``: lists visited per query (None: as stored)."""
+    import faiss
+
+    flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
+    index = faiss.read_index(str(path), flags)
+    if nprobe is not None:
+        faiss.extract_index_ivf(index).nprobe = nprobe
     return index
 
 

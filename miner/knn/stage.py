@@ -18,12 +18,15 @@ With ``--index flat`` the search is exact (ties to the lower target row), so the
 concatenated parts are identical whatever the shard sizes. Each part is written
 atomically and carries a fingerprint (kNN settings, encoder, the query shard and the
 list of database shards) in its Parquet metadata: a rerun skips parts whose
-fingerprint matches and redoes stale ones.
+fingerprint matches and redoes stale ones. An IVF / IVF-PQ index is trained once per
+direction and kept in ``{direction}/.index/{hash}.faiss`` until every part of the
+direction is written, so an interrupted run resumes without retraining.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -38,7 +41,9 @@ from miner.config import Config, parse_memory
 from miner.embed.shards import check_consistent, embedding_shards
 from miner.errors import MinerError
 from miner.io import atomic_path
-from miner.knn.index import build_index, choose_index, index_search, train_sample, train_size
+from miner.knn.index import (build_index, choose_index, factory_string, gpus_available,
+                             index_search, read_index, to_gpus, train_sample, train_size,
+                             write_index)
 from miner.knn.sharded import knn_partitions, mean_topk, plan_blocks, resolve_backend
 from miner.manifest import update_stage
 
@@ -130,6 +135,14 @@ def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return t.column("id").to_numpy(), emb
 
 
+def read_ids(paths) -> np.ndarray:
+    """The sentence ids of embedding shards, concatenated in order (uint64)."""
+    if not paths:
+        return np.zeros(0, np.uint64)
+    return np.concatenate([pq.read_table(p, columns=["id"]).column("id").to_numpy()
+                           for p in paths])
+
+
 def shard_rows(paths: list[Path]) -> list[int]:
     return [pq.ParquetFile(p).metadata.num_rows for p in paths]
 
@@ -151,8 +164,7 @@ class Database:
         self._cached: list[np.ndarray] | None = None
 
     def ids(self) -> np.ndarray:
-        return np.concatenate([pq.read_table(p, columns=["id"]).column("id").to_numpy()
-                               for p in self.paths])
+        return read_ids(self.paths)
 
     def partitions(self) -> Iterator[np.ndarray]:
         if self._cached is not None:
@@ -191,9 +203,13 @@ def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     """Neighbours of every source sentence among the targets (fwd) and of every target
     among the sources (bwd); returns counts per direction and records the manifest.
 
-    With a cluster ``executor`` (``miner.executor.RayExecutor``) an exact search runs
-    as (query shard x database partition) tasks and one top-k merge per query shard
-    (``miner.knn.distributed``), with the same output."""
+    With a cluster ``executor`` (any whose ``name`` is not ``local``, e.g.
+    ``miner.executor.RayExecutor``) an exact search runs as (query shard x database
+    partition) tasks and one top-k merge per query shard, and an IVF / IVF-PQ search
+    as one task per query shard on an index the driver trained once and wrote to the
+    shared filesystem (``miner.knn.distributed``); the output is the same bytes. A
+    ``LocalExecutor`` keeps the search in this process, where faiss and torch already
+    use every core."""
     start = time.time()
     out_dir = Path(out_dir)
     sides = {}
@@ -250,12 +266,25 @@ def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int
             if read_fingerprint(out / p.name) != wanted[p.name]]
     counts = {"queries": n_q, "database": n_db, "index": kind, "shards": len(q_paths),
               "searched_shards": len(todo), "skipped_shards": len(q_paths) - len(todo)}
+    index_path = None
+    if kind != "flat":
+        index_path = index_file(out, kind, cfg.seed, encoder, dim, base["database"])
+        counts["index_trained"] = False
+    # an index of another database or other settings (or of a finished direction whose
+    # driver died before removing it) would never be used again
+    _remove_index_dir(out, keep=index_path if todo else None)
     if not todo:
         counts["seconds"] = round(time.time() - t0, 3)
         return counts
     budget = parse_memory(kc.max_memory)
     part_rows, q_block = plan_blocks(budget, dim, max(q_rows), n_db, backend)
-    if executor is not None and executor.name != "local" and kind == "flat":
+    if kind != "flat":
+        counts.update(_run_index(cfg, out, index_path, todo, wanted, db_paths, db_rows,
+                                 part_rows, q_block, kind, executor))
+        _remove_index_dir(out)  # every shard of the direction is done
+        counts["seconds"] = round(time.time() - t0, 3)
+        return counts
+    if executor is not None and executor.name != "local":
         from miner.knn.distributed import DirectionPlan, run_direction
 
         plan = DirectionPlan(str(out), tuple(map(str, db_paths)), tuple(db_rows), part_rows,
@@ -267,36 +296,121 @@ def _run_direction(cfg: Config, out: Path, q_paths: list[Path], q_rows: list[int
         return counts
     db = Database(db_paths, db_rows, part_rows)
     db_ids = db.ids()
-    if kind == "flat":
-        def search(q):
-            return knn_partitions(q, db.partitions(), kc.k, backend)
-    else:
-        index = _build_faiss_index(db, kind, kc.nprobe, cfg.seed)
 
-        def search(q):
-            return index_search(index, q, kc.k)
+    def search(q):
+        return knn_partitions(q, db.partitions(), kc.k, backend)
+
     searched = 0
     for p, _ in todo:
-        ids, emb = read_embeddings(p)
-        emb = np.array(emb)  # writable (torch warns on read-only Arrow memory)
-        sims_l, rows_l = [], []
-        for s0 in range(0, len(emb), q_block):
-            sims, rows = search(emb[s0:s0 + q_block])
-            sims_l.append(sims)
-            rows_l.append(rows)
-        kk = min(kc.k, n_db)
-        sims = np.concatenate(sims_l) if sims_l else np.zeros((0, kk), np.float32)
-        rows = np.concatenate(rows_l) if rows_l else np.zeros((0, kk), np.int64)
-        valid = rows >= 0  # approximate indexes may return fewer than k
-        nbr = np.where(valid, db_ids[np.where(valid, rows, 0)], np.uint64(0)).astype(np.uint64)
-        sims = np.where(valid, sims, -np.inf).astype(np.float32)
-        mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
-        write_knn_shard(out / p.name, ids, nbr, sims, mean, wanted[p.name])
-        searched += len(ids)
-        log.info("knn %s: %s done (%d queries)", out, p.name, len(ids))
+        searched += search_shard(p, wanted[p.name], out, search, db_ids, q_block, kc.k)
     counts["searched_queries"] = searched
     counts["seconds"] = round(time.time() - t0, 3)
     return counts
+
+
+def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
+                 db_ids: np.ndarray, q_block: int, k: int) -> int:
+    """Search one query shard and write its neighbour shard ``out/{q_path name}``;
+    returns the rows written.
+
+    ``search(block) -> (sims, rows)`` is called on consecutive blocks of ``q_block``
+    query rows (float16 as stored, made writable); rows are global database rows,
+    -1 for a slot an approximate index could not fill, which becomes id 0 and
+    similarity -inf (``mean_sim`` then averages the valid slots). The single-process
+    stage and the executor tasks (``miner.knn.distributed``) both write through here.
+    """
+    q_path = Path(q_path)
+    ids, emb = read_embeddings(q_path)
+    emb = np.array(emb)  # writable (torch warns on read-only Arrow memory)
+    sims_l, rows_l = [], []
+    for s0 in range(0, len(emb), q_block):
+        sims, rows = search(emb[s0:s0 + q_block])
+        sims_l.append(sims)
+        rows_l.append(rows)
+    kk = min(k, len(db_ids))
+    sims = np.concatenate(sims_l) if sims_l else np.zeros((0, kk), np.float32)
+    rows = np.concatenate(rows_l) if rows_l else np.zeros((0, kk), np.int64)
+    valid = rows >= 0  # approximate indexes may return fewer than k
+    nbr = np.where(valid, db_ids[np.where(valid, rows, 0)], np.uint64(0)).astype(np.uint64)
+    sims = np.where(valid, sims, -np.inf).astype(np.float32)
+    mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
+    write_knn_shard(Path(out) / q_path.name, ids, nbr, sims, mean, fingerprint)
+    log.info("knn %s: %s done (%d queries)", out, q_path.name, len(ids))
+    return len(ids)
+
+
+# -- approximate (faiss IVF / IVF-PQ) search -----------------------------------------
+
+INDEX_DIR = ".index"
+
+
+def index_file(out: Path, kind: str, seed: int, encoder: str, dim: int,
+               database: list[list]) -> Path:
+    """``out/.index/{hash}.faiss``: the hash covers what the trained and filled index
+    depends on (index kind and factory string, training sample size and seed, encoder,
+    dimension, the database shards' names, sizes and rows), not k or nprobe, which
+    are search-time settings."""
+    n = sum(r for _, _, r in database)
+    key = {"index": kind, "factory": factory_string(kind, n, dim),
+           "train": [train_size(kind, n), seed], "encoder": encoder, "dim": dim,
+           "database": database}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return out / INDEX_DIR / f"{digest}.faiss"
+
+
+def _remove_index_dir(out: Path, keep: Path | None = None) -> None:
+    """Remove the index files of ``out`` (all but ``keep``), and the folder when empty."""
+    d = out / INDEX_DIR
+    if not d.is_dir():
+        return
+    for f in d.iterdir():
+        if f != keep:
+            f.unlink(missing_ok=True)
+    if not any(d.iterdir()):
+        d.rmdir()
+
+
+def _run_index(cfg: Config, out: Path, index_path: Path, todo, wanted, db_paths, db_rows,
+               part_rows: int, q_block: int, kind: str, executor) -> dict:
+    """Train (or reuse) the direction's index file, then search the query shards in
+    ``todo``: in this process, or one executor task per shard on a cluster executor."""
+    kc = cfg.knn
+    db = Database(db_paths, db_rows, part_rows)
+    index = None
+    trained = not index_path.exists()
+    if trained:
+        index = _build_faiss_index(db, kind, kc.nprobe, cfg.seed)
+        write_index(index, index_path)
+        log.info("knn %s: trained and filled %s", out, index_path.name)
+    counts = {"index_trained": trained}
+    if executor is not None and executor.name != "local":
+        from miner.knn.distributed import IndexPlan, run_index_direction
+
+        del index  # the tasks read the file; the driver need not hold it meanwhile
+        gpu = 1 if executor.gpus() > 0 and _has_faiss_gpu() else 0
+        plan = IndexPlan(str(out), str(index_path), tuple(map(str, db_paths)), q_block,
+                         kc.k, kc.nprobe, kind=kind, threads=1, gpu=bool(gpu))
+        counts["searched_queries"] = run_index_direction(
+            executor, plan, [(p, wanted[p.name]) for p, _ in todo], num_cpus=1, num_gpus=gpu)
+        return counts
+    if index is None:
+        index = read_index(index_path, kc.nprobe)
+    if gpus_available():  # pragma: no cover - no GPU in CI
+        index = to_gpus(index, kind, db.n, index.d, kc.nprobe)
+    db_ids = db.ids()
+
+    def search(q):
+        return index_search(index, q, kc.k)
+
+    counts["searched_queries"] = sum(
+        search_shard(p, wanted[p.name], out, search, db_ids, q_block, kc.k) for p, _ in todo)
+    return counts
+
+
+def _has_faiss_gpu() -> bool:
+    import faiss
+
+    return hasattr(faiss, "GpuMultipleClonerOptions")
 
 
 def _masked_mean(sims: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -305,8 +419,9 @@ def _masked_mean(sims: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def _build_faiss_index(db: Database, kind: str, nprobe: int, seed: int):
-    """Train an IVF / IVF-PQ index on a deterministic sample of the database, then add
-    every partition (global row order)."""
+    """Train an IVF / IVF-PQ index (on the CPU) on a deterministic sample of the
+    database, then add every partition (global row order; one partition in memory at
+    a time, as ``--max-memory`` sizes them)."""
     sample_rows = train_sample(db.n, train_size(kind, db.n), seed)
     train, offset = [], 0
     for part in db.partitions():
@@ -315,7 +430,7 @@ def _build_faiss_index(db: Database, kind: str, nprobe: int, seed: int):
         offset += len(part)
     train = np.concatenate(train)
     dim = train.shape[1]
-    index = build_index(kind, db.n, dim, train, nprobe)
+    index = build_index(kind, db.n, dim, train, nprobe, use_gpu=False)  # for write_index
     for part in db.partitions():
         for s0 in range(0, len(part), 65536):
             index.add(np.ascontiguousarray(part[s0:s0 + 65536], dtype=np.float32))
