@@ -331,18 +331,21 @@ def knn(directory, lang_pairs, config_file, **flags):
 @click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")
 @click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]), help="[max]")
 @click.option("--shard-size", type=int, help="Rows per output part.")
+@_executor_options
 @user_errors
 def score(directory, lang_pairs, config_file, **flags):
     """Score stored neighbours with a margin into candidate pairs."""
     from miner.config import parse_pair
+    from miner.executor import executor_for
     from miner.lid import normalize_lang
     from miner.score import run_score
 
     cfg = build_config(config_file, **flags)
-    for p in lang_pairs:
-        src, tgt = (normalize_lang(x) for x in parse_pair(p))
-        c = run_score(cfg, directory, src, tgt)
-        click.echo(f"score {src}-{tgt}: {c['candidates']} candidates")
+    with executor_for(cfg) as executor:
+        for p in lang_pairs:
+            src, tgt = (normalize_lang(x) for x in parse_pair(p))
+            c = run_score(cfg, directory, src, tgt, executor)
+            click.echo(f"score {src}-{tgt}: {c['candidates']} candidates")
 
 
 @main.command()

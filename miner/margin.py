@@ -49,22 +49,49 @@ def candidate_scores(nbr_sims: np.ndarray, nbr_ids: np.ndarray, mean_self: np.nd
                      mean_other: np.ndarray, margin: str = "ratio") -> np.ndarray:
     """Margin scores of every stored neighbour.
 
-    nbr_sims, nbr_ids: (n, k) neighbours of the n query sentences among the other side;
-    mean_self: (n,) mean of each query's k neighbour similarities; mean_other: (m,)
-    the same for the other side. Returns (n, k) float64 scores.
+    nbr_sims, nbr_ids: (n, k) neighbours of the n query sentences among the other side
+    (row numbers there; a negative id is a padded slot, scored -inf); mean_self: (n,)
+    mean of each query's k neighbour similarities; mean_other: (m,) the same for the
+    other side. Returns (n, k) float64 scores.
     """
-    denom = (mean_self[:, None].astype(np.float64) + mean_other[nbr_ids]) / 2
-    return apply_margin(nbr_sims, denom, margin)
+    valid = nbr_ids >= 0
+    padded = not valid.all()
+    rows = np.where(valid, nbr_ids, 0) if padded else nbr_ids
+    denom = (mean_self[:, None].astype(np.float64) + mean_other[rows]) / 2
+    scores = apply_margin(nbr_sims, denom, margin)
+    if padded:
+        scores[~valid] = -np.inf
+    return scores
 
 
 def best_candidates(scores: np.ndarray, nbr_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each row the neighbour with the highest score (first one on ties, as argmax).
 
-    scores, nbr_ids: (n, k) -> best ids (n,) int64 and best scores (n,) float64.
+    scores, nbr_ids: (n, k) -> best ids (n,) int64 and best scores (n,) float64; a row
+    whose slots are all padded (negative ids) gets id -1 and score -inf.
     """
-    col = scores.argmax(axis=1)
     rows = np.arange(scores.shape[0])
-    return nbr_ids[rows, col].astype(np.int64), scores[rows, col]
+    if scores.shape[1] == 0:
+        return np.full(len(rows), -1, np.int64), np.full(len(rows), -np.inf)
+    col = scores.argmax(axis=1)
+    best = nbr_ids[rows, col].astype(np.int64)
+    best[best < 0] = -1  # only padding: the argmax of all -inf lands on a padded slot
+    return best, scores[rows, col]
+
+
+def direction_best(sims: np.ndarray, nbr_rows: np.ndarray, mean_self: np.ndarray,
+                   mean_other: np.ndarray, margin: str = "ratio"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One direction's half of ``retrieve``: each query's best neighbour by margin.
+
+    sims, nbr_rows: (q, k) similarities and row numbers on the other side (negative:
+    a padded slot, never a candidate); mean_self (q,), mean_other (m,). Row-wise, so
+    any block of queries gives the same rows as the whole set: ``retrieve`` runs it on
+    everything, ``mine score`` per neighbour shard. Returns the best row (q,) int64
+    (-1 where a query has no neighbour) and its score (q,) float64.
+    """
+    return best_candidates(candidate_scores(sims, nbr_rows, mean_self, mean_other, margin),
+                           nbr_rows)
 
 
 def argsort_desc(scores: np.ndarray) -> np.ndarray:
@@ -184,29 +211,50 @@ def retrieve(fwd_sims: np.ndarray, fwd_ids: np.ndarray, bwd_sims: np.ndarray,
         raise MinerError(f"unknown retrieval {retrieval!r}: choose one of {', '.join(RETRIEVALS)}")
     fwd_mean = fwd_sims.mean(axis=1) if fwd_mean is None else fwd_mean
     bwd_mean = bwd_sims.mean(axis=1) if bwd_mean is None else bwd_mean
-    n, m = fwd_sims.shape[0], bwd_sims.shape[0]
-    fwd_best, fwd_score = best_candidates(
-        candidate_scores(fwd_sims, fwd_ids, fwd_mean, bwd_mean, margin), fwd_ids)
-    bwd_best, bwd_score = best_candidates(
-        candidate_scores(bwd_sims, bwd_ids, bwd_mean, fwd_mean, margin), bwd_ids)
+    fwd_best, fwd_score = direction_best(fwd_sims, fwd_ids, fwd_mean, bwd_mean, margin)
+    bwd_best, bwd_score = direction_best(bwd_sims, bwd_ids, bwd_mean, fwd_mean, margin)
+    return combine(fwd_best, fwd_score, bwd_best, bwd_score, retrieval)
+
+
+def combine(fwd_best: np.ndarray, fwd_score: np.ndarray, bwd_best: np.ndarray,
+            bwd_score: np.ndarray, retrieval: str = "max") -> Candidates:
+    """The retrieval over both directions' best neighbours (``direction_best``), best first.
+
+    fwd_best, fwd_score (n,): each source's best target row and its score (-1: none);
+    bwd_best, bwd_score (m,): each target's best source row. See ``retrieve`` for the
+    modes; sorts are stable, so ties keep source order (then target order for ``max``).
+    """
+    if retrieval not in RETRIEVALS:
+        raise MinerError(f"unknown retrieval {retrieval!r}: choose one of {', '.join(RETRIEVALS)}")
+    n, m = len(fwd_best), len(bwd_best)
     src_all = np.arange(n, dtype=np.int64)
     tgt_all = np.arange(m, dtype=np.int64)
+    fwd_ok = fwd_best >= 0
+    bwd_ok = bwd_best >= 0
     # a forward pair (i, fwd_best[i]) is "both" when the target's best source is i
-    fwd_both = bwd_best[fwd_best] == src_all if n and m else np.zeros(n, bool)
-    bwd_both = fwd_best[bwd_best] == tgt_all if n and m else np.zeros(m, bool)
+    fwd_both = fwd_ok & (bwd_best[np.where(fwd_ok, fwd_best, 0)] == src_all) if m \
+        else np.zeros(n, bool)
+    bwd_both = bwd_ok & (fwd_best[np.where(bwd_ok, bwd_best, 0)] == tgt_all) if n \
+        else np.zeros(m, bool)
     fwd_dir = np.where(fwd_both, BOTH, FWD).astype(np.int8)
     bwd_dir = np.where(bwd_both, BOTH, BWD).astype(np.int8)
+    fwd = Candidates(src_all, fwd_best, fwd_score, fwd_dir)
+    bwd = Candidates(bwd_best, tgt_all, bwd_score, bwd_dir)
+    if not fwd_ok.all():
+        fwd = fwd.take(fwd_ok)
+    if not bwd_ok.all():
+        bwd = bwd.take(bwd_ok)
 
     if retrieval == "fwd":
-        cands = Candidates(src_all, fwd_best, fwd_score, fwd_dir)
+        cands = fwd
     elif retrieval == "bwd":
-        cands = Candidates(bwd_best, tgt_all, bwd_score, bwd_dir)
+        cands = bwd
     elif retrieval == "intersect":
         cands = Candidates(src_all, fwd_best, fwd_score, fwd_dir).take(fwd_both)
     else:  # max
-        pooled = Candidates(np.concatenate([src_all, bwd_best]),
-                            np.concatenate([fwd_best, tgt_all]),
-                            np.concatenate([fwd_score, bwd_score]),
-                            np.concatenate([fwd_dir, bwd_dir]))
+        pooled = Candidates(np.concatenate([fwd.src, bwd.src]),
+                            np.concatenate([fwd.tgt, bwd.tgt]),
+                            np.concatenate([fwd.score, bwd.score]),
+                            np.concatenate([fwd.direction, bwd.direction]))
         return pooled.take(greedy_one_to_one(pooled.src, pooled.tgt, pooled.score))
     return cands.take(argsort_desc(cands.score))

@@ -1,17 +1,36 @@
 """The ``score`` stage: stored neighbours -> scored candidate pairs with provenance.
 
 Reads ``DIR/knn/{src}-{tgt}/{fwd,bwd}/part-*.parquet`` (``id``, ``nbr_ids[k]``,
-``nbr_sims[k]``, ``mean_sim``), maps sentence ids to global row numbers, applies the
-margin with the neighbourhood means of the whole corpus (not per shard) and the
-retrieval mode, all vectorised (``miner.margin``), then joins the texts and
-provenance from the sentence shards. Writes ``DIR/scores/{src}-{tgt}/part-NNNNN.parquet``,
-best first, every retrieved candidate (thresholds and filters come after).
+``nbr_sims[k]``, ``mean_sim``) and writes ``DIR/scores/{src}-{tgt}/part-NNNNN.parquet``,
+best first, every retrieved candidate (thresholds and filters come after). The work
+goes through an executor (``miner.executor``: in this process, a process pool or Ray):
+
+1. global pass (driver): the ``id`` and ``mean_sim`` columns of every neighbour shard
+   of both directions: the neighbourhood means of the whole corpus, never per shard;
+2. one task per neighbour shard (``score_shard``): its neighbour ids mapped to rows of
+   the other side, the margin of each of its k neighbours, each query's best one
+   (``miner.margin.direction_best``); padded slots (similarity -inf: an approximate
+   index found fewer than k neighbours) are never candidates;
+3. driver: the retrieval over both directions (``miner.margin.combine``: fwd, bwd,
+   intersect, or max with the greedy one-to-one pass) and the global best-first order;
+4. the join of texts and provenance, a two-phase shuffle: one task per sentence shard
+   takes the rows the candidates need and writes them, keyed by candidate position,
+   to ``.shuffle/`` (``gather_shard``); one task per output part reads its position
+   range from each of those files and writes the part (``write_part``). A single
+   output part is written by one task straight from the sentence shards.
+
+The parts are byte-identical whatever the executor and the shard sizes of the inputs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import shutil
 import time
+import uuid
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +39,16 @@ import pyarrow.parquet as pq
 
 from miner.config import Config
 from miner.errors import MinerError
+from miner.executor import Executor, LocalExecutor
 from miner.io import atomic_path
-from miner.knn.stage import read_knn
+from miner.knn.stage import knn_dir, knn_shards, read_knn_shard
 from miner.manifest import read_manifest, update_stage
-from miner.margin import DIRECTION_NAMES, Candidates, retrieve
+from miner.margin import (DIRECTION_NAMES, RETRIEVALS, Candidates, apply_margin, combine,
+                          direction_best, retrieve)
 
 log = logging.getLogger(__name__)
+
+SHUFFLE_DIR = ".shuffle"  # phase-1 files of the provenance join, under scores/{pair}/
 
 PROVENANCE = ("text", "doc_id", "url_or_title", "source", "lid_prob")
 SCORE_SCHEMA = pa.schema([
@@ -39,65 +62,213 @@ SCORE_SCHEMA = pa.schema([
 ])
 
 
-def ids_to_rows(ids: np.ndarray, query: np.ndarray) -> np.ndarray:
+def ids_to_rows(ids: np.ndarray, query: np.ndarray, index=None) -> np.ndarray:
     """Row positions in ``ids`` (n,) of each value of ``query`` (any shape) — every
-    value must be present."""
+    value must be present. ``index``: a ``pd.Index(ids)`` built before, to reuse."""
     import pandas as pd
 
     # a hash index: several times faster than a binary search for random 64-bit ids
-    rows = pd.Index(ids).get_indexer(np.asarray(query).reshape(-1)).reshape(np.shape(query))
+    index = pd.Index(ids) if index is None else index
+    rows = index.get_indexer(np.asarray(query).reshape(-1)).reshape(np.shape(query))
     if (rows < 0).any():
         raise MinerError("neighbour files name sentences that the other side's neighbour "
                          "files do not hold: rerun `mine knn`")
     return rows
 
 
+def neighbour_rows(other_ids: np.ndarray, nbr_ids: np.ndarray, nbr_sims: np.ndarray,
+                   index=None) -> np.ndarray:
+    """Rows in ``other_ids`` of the neighbours ``nbr_ids`` (n, k); -1 for padded slots.
+
+    An approximate index (``--index ivf|ivfpq``) can find fewer than k neighbours; the
+    kNN stage pads those slots with id 0 and similarity -inf. They are not looked up
+    (id 0 names no sentence) and never become candidates; any other id missing from
+    the other side is an error.
+    """
+    valid = nbr_sims != -np.inf
+    if valid.all():
+        return ids_to_rows(other_ids, nbr_ids, index)
+    rows = np.full(nbr_ids.shape, -1, dtype=np.int64)
+    rows[valid] = ids_to_rows(other_ids, nbr_ids[valid], index)
+    return rows
+
+
 def score_arrays(fwd: dict, bwd: dict, margin: str, retrieval: str) -> Candidates:
-    """Candidates (row numbers into fwd["ids"] and bwd["ids"]) from both neighbour sets."""
-    fwd_rows = ids_to_rows(bwd["ids"], fwd["nbr_ids"])  # source -> target rows
-    bwd_rows = ids_to_rows(fwd["ids"], bwd["nbr_ids"])  # target -> source rows
+    """Candidates (row numbers into fwd["ids"] and bwd["ids"]) from both neighbour sets,
+    in one process (``run_score`` does the same per neighbour shard)."""
+    fwd_rows = neighbour_rows(bwd["ids"], fwd["nbr_ids"], fwd["nbr_sims"])  # source -> target
+    bwd_rows = neighbour_rows(fwd["ids"], bwd["nbr_ids"], bwd["nbr_sims"])  # target -> source
     return retrieve(fwd["nbr_sims"], fwd_rows, bwd["nbr_sims"], bwd_rows, margin=margin,
                     retrieval=retrieval, fwd_mean=fwd["mean"], bwd_mean=bwd["mean"])
 
 
-def read_provenance(out_dir: Path, lang: str) -> tuple[np.ndarray, pa.Table]:
-    """Ids and provenance columns of all sentence shards of ``lang``, in order."""
-    parts = sorted((out_dir / "sentences" / lang).glob("part-*.parquet"))
+def sentence_shards(out_dir: Path, lang: str) -> list[Path]:
+    parts = sorted((Path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
     if not parts:
-        raise MinerError(f"{out_dir / 'sentences' / lang}: no sentence shards")
-    table = pa.concat_tables(pq.read_table(p, columns=["id", *PROVENANCE]) for p in parts)
-    return table.column("id").to_numpy(), table
+        raise MinerError(f"{Path(out_dir) / 'sentences' / lang}: no sentence shards")
+    return parts
 
 
 def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
     return Path(out_dir) / "scores" / f"{src}-{tgt}"
 
 
-def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str) -> dict:
-    """Score the neighbours of one pair and write the candidates; returns counts."""
-    start = time.time()
-    out_dir = Path(out_dir)
-    pair = f"{src}-{tgt}"
-    fwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, src, tgt, "fwd")))
-    bwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, src, tgt, "bwd")))
-    cands = score_arrays(fwd, bwd, cfg.score.margin, cfg.score.retrieval)
+# -- neighbour shards -> each query's best candidate (tasks) ---------------------------
 
-    src_ids, src_prov = read_provenance(out_dir, src)
-    tgt_ids, tgt_prov = read_provenance(out_dir, tgt)
-    # neighbour files follow the sentence shards' order; map through ids to be safe
-    src_rows = cands.src if np.array_equal(src_ids, fwd["ids"]) else \
-        ids_to_rows(src_ids, fwd["ids"][cands.src])
-    tgt_rows = cands.tgt if np.array_equal(tgt_ids, bwd["ids"]) else \
-        ids_to_rows(tgt_ids, bwd["ids"][cands.tgt])
-    s = src_prov.take(pa.array(src_rows))
-    t = tgt_prov.take(pa.array(tgt_rows))
+def _read_columns(path: Path, columns: list[str]) -> pa.Table:
+    try:
+        return pq.read_table(path, columns=columns)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def read_means(out_dir: Path, src: str, tgt: str, direction: str
+               ) -> tuple[list[Path], np.ndarray, np.ndarray, list[int]]:
+    """The global pass over one direction: its shards, ids (n,) uint64, neighbourhood
+    means (n,) float32 and the rows of each shard."""
+    paths = knn_shards(out_dir, src, tgt, direction)
+    if not paths:
+        raise MinerError(f"{knn_dir(out_dir, src, tgt, direction)}: no neighbour shards "
+                         f"(run `mine knn {out_dir} --pair {src}-{tgt}` first)")
+    tables = [_read_columns(p, ["id", "mean_sim"]) for p in paths]
+    ids = np.concatenate([t.column("id").to_numpy() for t in tables])
+    means = np.concatenate([t.column("mean_sim").to_numpy() for t in tables])
+    return paths, ids, means, [t.num_rows for t in tables]
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """What every ``score_shard`` task shares: both sides' ids and neighbourhood means
+    (sent once: Ray puts the task function in its object store)."""
+
+    token: str  # names this context in each worker's index cache
+    margin: str
+    src_ids: np.ndarray
+    src_mean: np.ndarray
+    tgt_ids: np.ndarray
+    tgt_mean: np.ndarray
+
+
+# the hash index of the other side, built once per worker process and direction
+_INDEX_CACHE: dict = {}
+
+
+def _other_side(ctx: ScoreContext, direction: str):
+    import pandas as pd
+
+    ids, mean = (ctx.tgt_ids, ctx.tgt_mean) if direction == "fwd" else (ctx.src_ids, ctx.src_mean)
+    key = (ctx.token, direction)
+    if key not in _INDEX_CACHE:
+        for stale in [k for k in _INDEX_CACHE if k[0] != ctx.token]:
+            del _INDEX_CACHE[stale]
+        _INDEX_CACHE[key] = pd.Index(ids)
+    return ids, mean, _INDEX_CACHE[key]
+
+
+def score_shard(ctx: ScoreContext, item: tuple[str, str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A task: the best candidate of every query of one neighbour shard.
+
+    item: (direction, shard path, row offset of the shard in its direction). Returns
+    the best row on the other side (q,) int64 (-1: no neighbour) and its margin (q,)
+    float64, exactly the rows ``miner.margin.retrieve`` computes for these queries.
+    """
+    direction, path, offset = item
+    ids, nbr_ids, nbr_sims, mean = read_knn_shard(path)
+    own = ctx.src_ids if direction == "fwd" else ctx.tgt_ids
+    if not np.array_equal(ids, own[offset:offset + len(ids)]):
+        raise MinerError(f"{path} changed while `mine score` read it: rerun `mine score`")
+    other_ids, other_mean, index = _other_side(ctx, direction)
+    rows = neighbour_rows(other_ids, nbr_ids, nbr_sims, index)
+    return direction_best(nbr_sims, rows, mean, other_mean, ctx.margin)
+
+
+# -- texts and provenance: the two-phase shuffle (tasks) -------------------------------
+
+@dataclass(frozen=True)
+class GatherJob:
+    """Rows of one sentence shard that candidates need: ``local_rows`` of ``shard``
+    for the candidates at ``positions`` (ascending) of the best-first order."""
+
+    shard: str
+    positions: np.ndarray  # (r,) int64, ascending
+    local_rows: np.ndarray  # (r,) int64
+    out: str = ""  # the shuffle file (gather_shard)
+    row_group_size: int = 1024
+
+
+def _take_provenance(job: GatherJob, start: int = 0, stop: int | None = None) -> pa.Table:
+    """``pos`` and the provenance columns of the job's rows with position in [start, stop)."""
+    lo, hi = 0, len(job.positions)
+    if start or stop is not None:
+        lo, hi = np.searchsorted(job.positions, [start, stop if stop is not None else
+                                                 np.iinfo(np.int64).max])
+    t = _read_columns(Path(job.shard), list(PROVENANCE)).take(pa.array(job.local_rows[lo:hi]))
+    return t.add_column(0, "pos", pa.array(job.positions[lo:hi], pa.int64()))
+
+
+def gather_shard(job: GatherJob) -> str:
+    """A task (phase 1): write the rows ``job`` names with their candidate positions,
+    sorted by position, in small row groups, to ``job.out`` (atomically)."""
+    table = _take_provenance(job)
+    with atomic_path(job.out) as tmp:
+        pq.write_table(table, tmp, row_group_size=max(1, job.row_group_size),
+                       compression="zstd")
+    return job.out
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One output part: candidates [start, stop) of the best-first order, their ids,
+    scores and direction codes, and where each side's provenance lies: shuffle files
+    (``str``, read by position range) or sentence shards (``GatherJob``)."""
+
+    path: str
+    start: int
+    stop: int
+    src_id: np.ndarray
+    tgt_id: np.ndarray
+    score: np.ndarray
+    direction: np.ndarray
+    src_sources: tuple
+    tgt_sources: tuple
+
+
+def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
+    """Provenance rows of candidates start..stop-1 in position order, from shuffle
+    files or straight from sentence shards."""
+    tables = []
+    for source in sources:
+        if isinstance(source, GatherJob):
+            tables.append(_take_provenance(source, start, stop))
+        else:
+            tables.append(pq.read_table(source, filters=[("pos", ">=", start),
+                                                         ("pos", "<", stop)]))
+    if not tables:  # no candidates
+        tables = [pa.table({"pos": pa.array([], pa.int64()), "text": pa.array([], pa.string()),
+                            "doc_id": pa.array([], pa.string()),
+                            "url_or_title": pa.array([], pa.string()),
+                            "source": pa.array([], pa.string()),
+                            "lid_prob": pa.array([], pa.float32())})]
+    table = pa.concat_tables(tables)
+    pos = table.column("pos").to_numpy()
+    order = np.argsort(pos, kind="stable")
+    if not np.array_equal(pos[order], np.arange(start, stop)):
+        raise MinerError(f"scores {start}..{stop}: the gathered sentence rows do not match "
+                         "the candidates (files changed during `mine score`?): rerun it")
+    return table.take(pa.array(order)).drop_columns(["pos"])
+
+
+def write_part(job: PartJob) -> str:
+    """A task (phase 2): assemble one output part and write it atomically."""
+    s = _gather(job.src_sources, job.start, job.stop)
+    t = _gather(job.tgt_sources, job.start, job.stop)
     directions = np.array([DIRECTION_NAMES[d] for d in (1, 2, 3)], dtype=object)
     table = pa.table({
-        "src_id": pa.array(fwd["ids"][cands.src], pa.uint64()),
-        "tgt_id": pa.array(bwd["ids"][cands.tgt], pa.uint64()),
+        "src_id": pa.array(job.src_id, pa.uint64()),
+        "tgt_id": pa.array(job.tgt_id, pa.uint64()),
         "src_text": s.column("text"), "tgt_text": t.column("text"),
-        "score": pa.array(cands.score, pa.float64()),
-        "direction": pa.array(directions[cands.direction.astype(np.int64) - 1].tolist(),
+        "score": pa.array(job.score, pa.float64()),
+        "direction": pa.array(directions[job.direction.astype(np.int64) - 1].tolist(),
                               pa.string()),
         "src_doc_id": s.column("doc_id"), "tgt_doc_id": t.column("doc_id"),
         "src_url_or_title": s.column("url_or_title"), "tgt_url_or_title": t.column("url_or_title"),
@@ -105,31 +276,129 @@ def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str) -> dict:
         "src_lid_prob": s.column("lid_prob").cast(pa.float32()),
         "tgt_lid_prob": t.column("lid_prob").cast(pa.float32()),
     }, schema=SCORE_SCHEMA)
-    files = write_parts(table, scores_dir(out_dir, src, tgt), cfg.shard_size)
-    counts = {"sources": int(len(fwd["ids"])), "targets": int(len(bwd["ids"])),
+    with atomic_path(job.path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+    return job.path
+
+
+def _sentence_rows(out_dir: Path, lang: str, knn_ids: np.ndarray, rows: np.ndarray
+                   ) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Sentence shards of ``lang`` and, for each candidate row of the neighbour files,
+    the shard that holds the sentence and its row there."""
+    shards = sentence_shards(out_dir, lang)
+    ids = [_read_columns(p, ["id"]).column("id").to_numpy() for p in shards]
+    all_ids = np.concatenate(ids)
+    # neighbour files follow the sentence shards' order; map through ids to be safe
+    if not np.array_equal(all_ids, knn_ids):
+        rows = ids_to_rows(all_ids, knn_ids[rows])
+    offsets = np.cumsum([0] + [len(x) for x in ids])
+    shard = np.searchsorted(offsets, rows, side="right") - 1
+    return shards, shard, rows - offsets[shard]
+
+
+def _side_jobs(shards: list[Path], shard_of: np.ndarray, local: np.ndarray
+               ) -> list[GatherJob]:
+    jobs = []
+    for i, path in enumerate(shards):
+        positions = np.flatnonzero(shard_of == i).astype(np.int64)
+        if len(positions):
+            jobs.append(GatherJob(str(path), positions, local[positions].astype(np.int64)))
+    return jobs
+
+
+def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str,
+              executor: Executor | None = None) -> dict:
+    """Score the neighbours of one pair and write the candidates; returns counts.
+
+    ``executor``: where the tasks run (default: in this process)."""
+    start = time.time()
+    out_dir = Path(out_dir)
+    executor = executor or LocalExecutor(1)
+    pair = f"{src}-{tgt}"
+    margin, retrieval = cfg.score.margin, cfg.score.retrieval
+    if retrieval not in RETRIEVALS:
+        raise MinerError(f"unknown retrieval {retrieval!r}: choose one of {', '.join(RETRIEVALS)}")
+    apply_margin(np.zeros(0), np.zeros(0), margin)  # an unknown margin fails here, not in a task
+
+    # 1. global pass: the neighbourhood means of the whole corpus
+    fwd_paths, src_ids, src_mean, fwd_rows = read_means(out_dir, src, tgt, "fwd")
+    bwd_paths, tgt_ids, tgt_mean, bwd_rows = read_means(out_dir, src, tgt, "bwd")
+    ctx = ScoreContext(uuid.uuid4().hex, margin, src_ids, src_mean, tgt_ids, tgt_mean)
+    # 2. each neighbour shard's best candidates
+    items = [("fwd", str(p), int(o)) for p, o in zip(fwd_paths, np.cumsum([0] + fwd_rows))] + \
+            [("bwd", str(p), int(o)) for p, o in zip(bwd_paths, np.cumsum([0] + bwd_rows))]
+    best = executor.map(partial(score_shard, ctx), items, desc=f"score {pair}")
+    nf = len(fwd_paths)
+
+    def cat(results, i, dtype):
+        return np.concatenate([r[i] for r in results]) if results else np.zeros(0, dtype)
+
+    # 3. the retrieval over both directions, best first
+    cands = combine(cat(best[:nf], 0, np.int64), cat(best[:nf], 1, np.float64),
+                    cat(best[nf:], 0, np.int64), cat(best[nf:], 1, np.float64), retrieval)
+    del best
+    # 4. texts and provenance, then the parts
+    files = write_candidates(executor, out_dir, src, tgt, cands, src_ids, tgt_ids,
+                             cfg.shard_size, desc=f"score {pair}")
+    counts = {"sources": int(len(src_ids)), "targets": int(len(tgt_ids)),
               "candidates": int(len(cands)),
               **{f"direction_{n}": int((cands.direction == c).sum())
                  for c, n in DIRECTION_NAMES.items()}}
     update_stage(out_dir, f"score/{pair}", {
-        "config_hash": cfg.stage_hash("knn", "score"), "margin": cfg.score.margin,
-        "retrieval": cfg.score.retrieval, "files": files, "counts": counts,
+        "config_hash": cfg.stage_hash("knn", "score"), "margin": margin,
+        "retrieval": retrieval, "files": files, "counts": counts,
         "seconds": round(time.time() - start, 3), "finished": True})
     log.info("score %s: %d candidates", pair, len(cands))
     return counts
 
 
-def write_parts(table: pa.Table, directory: Path, rows_per_part: int) -> list[str]:
-    """Write ``table`` as ``part-NNNNN.parquet`` files, atomically; remove stale parts."""
+def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
+                     cands: Candidates, src_ids: np.ndarray, tgt_ids: np.ndarray,
+                     rows_per_part: int, desc: str = "") -> list[str]:
+    """Join the candidates' texts and provenance and write ``part-NNNNN.parquet`` files
+    of ``rows_per_part`` rows (atomically, stale parts removed); returns their names."""
+    directory = scores_dir(out_dir, src, tgt)
     directory.mkdir(parents=True, exist_ok=True)
+    shuffle = directory / SHUFFLE_DIR
+    if shuffle.exists():
+        shutil.rmtree(shuffle)  # left by an interrupted run
     rows_per_part = max(1, rows_per_part)
-    n_parts = max(1, -(-table.num_rows // rows_per_part))
-    names = []
+    p = len(cands)
+    n_parts = max(1, -(-p // rows_per_part))
+    src_jobs = _side_jobs(*_sentence_rows(out_dir, src, src_ids, cands.src))
+    tgt_jobs = _side_jobs(*_sentence_rows(out_dir, tgt, tgt_ids, cands.tgt))
+    src_cand_ids, tgt_cand_ids = src_ids[cands.src], tgt_ids[cands.tgt]
+
+    if n_parts == 1:  # one task, straight from the sentence shards
+        sources = {"src": tuple(src_jobs), "tgt": tuple(tgt_jobs)}
+    else:  # phase 1: each sentence shard's rows, keyed by candidate position
+        jobs = []
+        for side, side_jobs in (("src", src_jobs), ("tgt", tgt_jobs)):
+            for job in side_jobs:
+                rg = max(1024, -(-len(job.positions) // n_parts))
+                jobs.append(dataclasses.replace(
+                    job, out=str(shuffle / f"{side}.{Path(job.shard).name}"), row_group_size=rg))
+        executor.map(gather_shard, jobs, desc=desc)
+        ranges = {j.out: (int(j.positions[0]), int(j.positions[-1])) for j in jobs}
+        sources = {"src": tuple(j.out for j in jobs[:len(src_jobs)]),
+                   "tgt": tuple(j.out for j in jobs[len(src_jobs):])}
+
+    parts = []
     for i in range(n_parts):
-        path = directory / f"part-{i:05d}.parquet"
-        with atomic_path(path) as tmp:
-            pq.write_table(table.slice(i * rows_per_part, rows_per_part), tmp,
-                           compression="zstd")
-        names.append(path.name)
+        a, b = i * rows_per_part, min(p, (i + 1) * rows_per_part)
+
+        def needed(side):
+            if n_parts == 1:
+                return sources[side]
+            return tuple(f for f in sources[side] if ranges[f][0] < b and ranges[f][1] >= a)
+
+        parts.append(PartJob(str(directory / f"part-{i:05d}.parquet"), a, b,
+                             src_cand_ids[a:b], tgt_cand_ids[a:b], cands.score[a:b],
+                             cands.direction[a:b], needed("src"), needed("tgt")))
+    executor.map(write_part, parts, desc=desc)  # phase 2
+    if shuffle.exists():
+        shutil.rmtree(shuffle)
+    names = [Path(job.path).name for job in parts]
     for stale in directory.glob("part-*.parquet"):
         if stale.name not in names:
             stale.unlink()
