@@ -233,6 +233,8 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
               help="Minimum LID probability [0.5]; LANG=P sets one language's, e.g. de=0.7. Repeatable.")
 @click.option("--no-lid", is_flag=True, default=None, help="Skip language ID (one --lang only).")
 @click.option("--workers", type=int, default=None, help="Inputs processed in parallel [cores].")
+@click.option("--chunk-size", default=None,
+              help="Split bigger uncompressed text/JSONL and Parquet inputs into tasks of this size [256M].")
 @click.option("--shard-size", type=int, default=None, help="Rows per output shard [100000].")
 @click.option("--config", "config_file", type=click.Path(), default=None,
               help="TOML file with the same settings.")
@@ -364,6 +366,7 @@ def score(directory, lang_pairs, config_file, **flags):
 @click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]))
 @click.option("--max-memory", help="Memory budget of kNN blocks, e.g. 8G.")
 @click.option("--shard-size", type=int, help="Rows per shard.")
+@click.option("--chunk-size", help="Prepare bigger text/JSONL/Parquet inputs in pieces of this size [256M].")
 @click.option("--min-chars", type=int, help="Shortest sentence kept [10].")
 @click.option("--max-chars", type=int, help="Longest sentence kept [500].")
 @click.option("--no-lid", is_flag=True, default=None, help="Skip language identification.")

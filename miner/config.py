@@ -55,6 +55,9 @@ class PrepareConfig:
     lid_thresholds: dict[str, float] = field(default_factory=dict)  # per-language overrides
     no_lid: bool = False
     workers: int = 0  # 0: number of usable cores
+    # inputs bigger than this are split into pieces prepared as separate tasks
+    # (uncompressed text/JSONL by byte range, Parquet by row groups); same output
+    chunk_size: str = "256M"
 
 
 @dataclass

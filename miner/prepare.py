@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -35,7 +36,7 @@ import pyarrow.parquet as pq
 import xxhash
 from tqdm import tqdm
 
-from miner.config import Config
+from miner.config import Config, parse_memory
 from miner.errors import MinerError
 from miner.executor import Executor, LocalExecutor
 from miner.io import atomic_path, write_json
@@ -75,13 +76,13 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
     for path in inputs:
         check_file(path)
     stage_root = out_dir / ".prepare"
-    tasks: dict[str, AnyPath] = {}
-    for path in inputs:
-        tasks.setdefault(path, stage_root / stage_name(path, cfg, langs))
+    parts = plan_parts(list(dict.fromkeys(inputs)), cfg, executor)
+    tasks: dict[InputPart, AnyPath] = {part: stage_root / part.stage_name(cfg, langs)
+                                       for part in parts}
     results = run_tasks(tasks, cfg, langs, executor)
     counts = merge_counts(*(results[p]["counts"] for p in tasks))
-    dedup_counts, files = write_shards([results[p] for p in inputs], langs, out_dir / "sentences",
-                                       cfg.shard_size)
+    in_order = [results[part] for path in inputs for part in parts if part.path == path]
+    dedup_counts, files = write_shards(in_order, langs, out_dir / "sentences", cfg.shard_size)
     counts = merge_counts(counts, dedup_counts)
     counts = {lang: {r: counts.get(lang, {}).get(r, 0) for r in REASONS} for lang in langs}
     update_stage(out_dir, "prepare", {
@@ -137,21 +138,103 @@ def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
     return f"{p.name}-{xxhash.xxh64_hexdigest(blob.encode())}"
 
 
-# -- step 1: one input file -----------------------------------------------------------
+# -- step 1: one input file or piece ----------------------------------------------------
 
-def run_tasks(tasks: dict[str, AnyPath], cfg: Config, langs: list[str],
-              executor: Optional[Executor] = None) -> dict[str, dict]:
-    """``prepare_file`` for each pending input, one task per input file, on ``executor``
+@dataclass(frozen=True)
+class InputPart:
+    """One unit of prepare work: a whole input file, or a piece of a big one.
+
+    ``span`` is None for a whole file; for uncompressed text/JSONL (start byte, stop
+    byte, number of its first line), for Parquet (first row group, stop row group,
+    number of its first row). Pieces keep the documents' line/row numbers (their
+    ``doc_id``) and read in turn give exactly the documents of the whole file.
+    """
+
+    path: str
+    span: Optional[tuple[int, int, int]] = None
+
+    def stage_name(self, cfg: Config, langs: list[str]) -> str:
+        name = stage_name(self.path, cfg, langs)
+        return name if self.span is None else f"{name}.{self.span[0]}-{self.span[1]}"
+
+
+def plan_parts(inputs: list[str], cfg: Config, executor: Optional[Executor] = None
+               ) -> list[InputPart]:
+    """The units of work for ``inputs``, in input order: one per file, or pieces of
+    about ``cfg.prepare.chunk_size`` bytes for uncompressed text/JSONL (lines; not
+    ``--paragraphs``) and multi-row-group Parquet files bigger than that. The first
+    line number of each text piece comes from counting the newlines before it, one
+    task per piece."""
+    from miner.readers import compression_of, detect_format
+
+    chunk = parse_memory(cfg.prepare.chunk_size)
+    if chunk < 1:
+        raise MinerError(f"chunk_size must be positive, got {cfg.prepare.chunk_size!r}")
+    parts: list[InputPart] = []
+    ranges: list[tuple[str, int, int]] = []  # text pieces whose first line is not known yet
+    for path in inputs:
+        size = as_path(path).stat().st_size
+        fmt = (cfg.prepare.format or "auto").lower()
+        if size <= chunk or fmt in ("wiki", "wet", "warc"):
+            parts.append(InputPart(path))
+            continue
+        fmt = detect_format(path) if fmt == "auto" else fmt
+        if fmt == "parquet":
+            parts.extend(_parquet_parts(path, chunk))
+        elif fmt in ("text", "jsonl") and compression_of(path) is None and not (
+                fmt == "text" and cfg.prepare.paragraphs):
+            pieces = [(path, s, min(s + chunk, size)) for s in range(0, size, chunk)]
+            ranges.extend(pieces)
+            parts.extend(InputPart(path, (s, e, -1)) for _, s, e in pieces)
+        else:  # compressed text cannot be entered in the middle
+            parts.append(InputPart(path))
+    if ranges:
+        executor = executor or LocalExecutor(cfg.prepare.workers)
+        counts = executor.map(_count_item, ranges, desc="count lines" if len(ranges) > 8 else "")
+        first, done = {}, {}
+        for (path, s, _), n in zip(ranges, counts):
+            first[(path, s)] = done.get(path, 0) + 1
+            done[path] = done.get(path, 0) + n
+        parts = [p if p.span is None or p.span[2] != -1 else
+                 InputPart(p.path, (p.span[0], p.span[1], first[(p.path, p.span[0])]))
+                 for p in parts]
+    return parts
+
+
+def _count_item(item: tuple[str, int, int]) -> int:
+    from miner.readers.text import count_line_starts
+
+    return count_line_starts(*item)
+
+
+def _parquet_parts(path: str, chunk: int) -> list[InputPart]:
+    """Row-group ranges of about ``chunk`` bytes (uncompressed) each."""
+    meta = parquet_file(path).metadata
+    parts, g0, rows, first, size = [], 0, 0, 0, 0
+    for g in range(meta.num_row_groups):
+        rg = meta.row_group(g)
+        if size and size + rg.total_byte_size > chunk:
+            parts.append(InputPart(path, (g0, g, first)))
+            g0, first, size = g, rows, 0
+        size += rg.total_byte_size
+        rows += rg.num_rows
+    parts.append(InputPart(path, (g0, meta.num_row_groups, first)))
+    return parts if len(parts) > 1 else [InputPart(path)]
+
+
+def run_tasks(tasks: dict[InputPart, AnyPath], cfg: Config, langs: list[str],
+              executor: Optional[Executor] = None) -> dict[InputPart, dict]:
+    """``prepare_file`` for each pending input or piece, one task each, on ``executor``
     (default: a local process pool of ``cfg.prepare.workers``)."""
-    results: dict[str, dict] = {}
+    results: dict[InputPart, dict] = {}
     pending = []
-    for path, stage_dir in tasks.items():
+    for part, stage_dir in tasks.items():
         done = read_done(stage_dir)
         if done is not None:
-            log.info("%s: already prepared, skipping", path)
-            results[path] = done
+            log.info("%s: already prepared, skipping", part.path)
+            results[part] = done
         else:
-            pending.append(path)
+            pending.append(part)
     if not pending:
         return results
     executor = executor or LocalExecutor(cfg.prepare.workers)
@@ -174,7 +257,7 @@ def run_tasks(tasks: dict[str, AnyPath], cfg: Config, langs: list[str],
         bar.set_postfix(files=f"{files}/{len(pending)}",
                         sents_per_s=f"{sents / max(time.time() - start, 1e-9):.0f}")
 
-    items = [(path, str(tasks[path])) for path in pending]
+    items = [(part, str(tasks[part])) for part in pending]
     try:
         done = executor.map(partial(_prepare_item, cfg=cfg, langs=langs, progress=show), items,
                             desc="", on_result=on_result)
@@ -186,10 +269,11 @@ def run_tasks(tasks: dict[str, AnyPath], cfg: Config, langs: list[str],
     return results
 
 
-def _prepare_item(item: tuple[str, str], cfg: Config, langs: list[str], progress: bool) -> dict:
-    """One executor task: ``prepare_file`` of ``(path, stage_dir)``."""
-    path, stage_dir = item
-    return prepare_file(path, cfg, langs, stage_dir, progress=progress)
+def _prepare_item(item: tuple[InputPart, str], cfg: Config, langs: list[str],
+                  progress: bool) -> dict:
+    """One executor task: ``prepare_file`` of ``(part, stage_dir)``."""
+    part, stage_dir = item
+    return prepare_file(part.path, cfg, langs, stage_dir, progress=progress, span=part.span)
 
 
 def read_done(stage_dir: str | AnyPath) -> Optional[dict]:
@@ -207,8 +291,9 @@ def read_done(stage_dir: str | AnyPath) -> Optional[dict]:
 
 
 def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path,
-                 progress: bool = False) -> dict:
-    """Read one input and write its kept sentences per language under ``stage_dir``.
+                 progress: bool = False, span: Optional[tuple[int, int, int]] = None) -> dict:
+    """Read one input (or its piece ``span``, see ``InputPart``) and write its kept
+    sentences per language under ``stage_dir``.
 
     Returns ``{"source": path, "counts": {lang: {reason: n}}, "files": {lang: [file]}}``
     and writes the same as ``stage_dir/done.json``, last. Dedup is not done here.
@@ -227,7 +312,7 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
     start = time.time()
     n_sents = 0
     try:
-        for doc in open_reader(path, p.format, cfg):
+        for doc in open_reader(path, p.format, cfg, span=span):
             doc_lang = document_language(doc.text, langs, lid)
             c = counts[doc_lang]
             c["documents"] += 1

@@ -171,3 +171,68 @@ def test_cli_unknown_language_subprocess_has_no_traceback(tmp_path, inputs):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "not known to the LID model" in proc.stderr
+
+
+# -- big inputs in pieces ---------------------------------------------------------------
+
+def test_pieces_of_a_text_file_read_as_the_whole_file(tmp_path):
+    """Byte ranges cut anywhere (mid-line, on a newline, past the end) give every line
+    once, numbered as in the whole file; the line counts of the pieces add up."""
+    import random
+
+    from miner.readers.text import _lines, count_line_starts
+
+    path = tmp_path / "t.txt"
+    path.write_bytes("".join(f"line {i} {'ü' * (i % 7)}\n" if i % 5 else "\n"
+                             for i in range(300)).encode() + b"no newline at the end")
+    size = path.stat().st_size
+    whole = list(_lines(path))
+    rng = random.Random(0)
+    for _ in range(20):
+        cuts = sorted({0, size, *(rng.randrange(1, size) for _ in range(rng.randrange(1, 12)))})
+        got, first = [], 1
+        for s, e in zip(cuts, cuts[1:]):
+            got.extend(_lines(path, (s, e, first)))
+            first += count_line_starts(path, s, e)
+        assert got == whole
+        assert first - 1 == len(whole)
+
+
+def test_prepare_in_pieces_writes_the_same_shards(tmp_path):
+    """JSONL and text inputs cut into 1 KiB pieces and a Parquet input cut by row
+    groups, each piece a task of a two-process pool, give the same shards and counts
+    as one task per file; a rerun redoes no piece."""
+    from conftest import EXAMPLES
+
+    from miner.executor import LocalExecutor
+    from miner.prepare import plan_parts
+
+    rows = [json.loads(line) for line in (EXAMPLES / "articles" / "fr.jsonl").read_text().splitlines()]
+    pq.write_table(pa.table({"text": [r["text"] for r in rows]}), tmp_path / "fr.parquet",
+                   row_group_size=3)
+    inputs = [str(EXAMPLES / "articles" / "de.jsonl"), str(EXAMPLES / "corpus.en.txt"),
+              str(tmp_path / "fr.parquet")]
+    langs = ["de", "en", "fr"]
+    whole, pieces = Config(shard_size=50), Config(shard_size=50)
+    pieces.prepare.chunk_size = "1K"
+    parts = plan_parts(inputs, pieces)
+    assert [sum(p.path == i for p in parts) for i in inputs] == [7, 7, 3]
+    assert [p.span[2] for p in parts if p.path == inputs[1]][0] == 1
+    a = prepare(whole, inputs, langs, tmp_path / "whole", LocalExecutor(1))
+    b = prepare(pieces, inputs, langs, tmp_path / "pieces", LocalExecutor(2))
+    assert a == b and a["fr"]["kept"] > 50
+    for lang in langs:
+        names = sorted(p.name for p in (tmp_path / "whole" / "sentences" / lang).iterdir())
+        assert len(names) >= 2
+        for name in names:
+            assert (tmp_path / "whole" / "sentences" / lang / name).read_bytes() == \
+                (tmp_path / "pieces" / "sentences" / lang / name).read_bytes(), (lang, name)
+    assert len(list((tmp_path / "pieces" / ".prepare").iterdir())) == 17
+    calls = []
+    original = prepare_mod.prepare_file
+    try:
+        prepare_mod.prepare_file = lambda *x, **kw: calls.append(x) or original(*x, **kw)
+        assert prepare(pieces, inputs, langs, tmp_path / "pieces", LocalExecutor(1)) == b
+    finally:
+        prepare_mod.prepare_file = original
+    assert calls == []

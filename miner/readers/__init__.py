@@ -143,11 +143,14 @@ def detect_format(path: str | Path) -> str:
     return "text"
 
 
-def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None) -> Iterator[Document]:
+def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None,
+                span: Optional[tuple[int, int, int]] = None) -> Iterator[Document]:
     """A generator of Documents from ``path``.
 
     ``fmt`` is one of FORMATS or ``"auto"`` (default: ``cfg.prepare.format``);
-    ``cfg`` is a ``miner.config.Config`` (default settings if None).
+    ``cfg`` is a ``miner.config.Config`` (default settings if None); ``span`` names a
+    piece of the file (``miner.prepare.plan_parts``: text/JSONL byte ranges, Parquet
+    row groups).
     """
     from miner.config import Config
 
@@ -156,6 +159,8 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None) -> Iterat
     fmt = (fmt or cfg.prepare.format or "auto").lower()
     if fmt == "auto":
         fmt = detect_format(path)
+    if span is not None and fmt not in ("text", "jsonl", "parquet"):
+        raise ValueError(f"{fmt} files are read whole, not in pieces")
     if fmt == "wiki":
         from miner.readers.wiki import read_wiki
 
@@ -167,13 +172,13 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None) -> Iterat
     if fmt == "text":
         from miner.readers.text import read_text
 
-        return read_text(path, paragraphs=cfg.prepare.paragraphs)
+        return read_text(path, paragraphs=cfg.prepare.paragraphs, span=span)
     if fmt == "jsonl":
         from miner.readers.text import read_jsonl
 
-        return read_jsonl(path, cfg.prepare.text_field, cfg.prepare.id_field)
+        return read_jsonl(path, cfg.prepare.text_field, cfg.prepare.id_field, span=span)
     if fmt == "parquet":
         from miner.readers.text import read_parquet
 
-        return read_parquet(path, cfg.prepare.text_field, cfg.prepare.id_field)
+        return read_parquet(path, cfg.prepare.text_field, cfg.prepare.id_field, span=span)
     raise MinerError(f"unknown format {fmt!r}: expected auto or one of {', '.join(FORMATS)}")

@@ -13,16 +13,32 @@ from typing import Iterator, Optional
 
 from miner.errors import MinerError
 from miner.io import MAX_LINE_BYTES
-from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+from miner.readers import DECOMPRESS_ERRORS, Document, open_binary, open_raw
 from miner.storage import as_path, parquet_file
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line without its newline), checked for UTF-8 and length."""
+Span = tuple[int, int, int]  # (start byte, stop byte, number of the first line) of a piece
+
+
+def _lines(path, span: Optional[Span] = None) -> Iterator[tuple[int, str]]:
+    """(line number, line without its newline), checked for UTF-8 and length.
+
+    With ``span`` only the lines that start in bytes [start, stop) of an uncompressed
+    file, numbered from its third element: the pieces of a file read in turn give
+    exactly the lines of the whole file.
+    """
+    start, stop, first = span or (0, None, 1)
     try:
-        with open_binary(path) as f:
-            lineno = 0
-            while True:
+        with (open_binary(path) if span is None else open_raw(path)) as f:
+            if start:
+                f.seek(start - 1)
+                if f.read(1) != b"\n":  # the line at ``start`` began before it
+                    while True:
+                        piece = f.readline(MAX_LINE_BYTES)
+                        if not piece or piece.endswith(b"\n"):
+                            break
+            lineno = first - 1
+            while stop is None or f.tell() < stop:
                 raw = f.readline(MAX_LINE_BYTES + 1)
                 if not raw:
                     break
@@ -38,11 +54,32 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
         raise MinerError(f"{path}: corrupt or unreadable file ({e})") from None
 
 
-def read_text(path: str | Path, paragraphs: bool = False) -> Iterator[Document]:
-    """Documents of a plain-text file; ``doc_id`` is the first line number."""
+def count_line_starts(path, start: int, stop: int) -> int:
+    """How many lines of an uncompressed file start in bytes [start, stop)."""
+    with open_raw(path) as f:
+        size = f.seek(0, 2)
+        n = 1 if start == 0 and size > 0 else 0
+        # a line starts after every newline at q with start <= q + 1 < min(stop, size)
+        lo, hi = max(start - 1, 0), min(stop, size) - 1
+        f.seek(lo)
+        while lo < hi:
+            block = f.read(min(8 << 20, hi - lo))
+            if not block:
+                break
+            n += block.count(b"\n")
+            lo += len(block)
+    return n
+
+
+def read_text(path: str | Path, paragraphs: bool = False,
+              span: Optional[Span] = None) -> Iterator[Document]:
+    """Documents of a plain-text file (or of the piece ``span``: lines only); ``doc_id``
+    is the first line number."""
     path = as_path(path)
+    if span is not None and paragraphs:
+        raise ValueError("paragraph documents cannot be read by byte range")
     if not paragraphs:
-        for lineno, line in _lines(path):
+        for lineno, line in _lines(path, span):
             if line.strip():
                 yield Document(line, str(lineno), "", str(path))
         return
@@ -65,11 +102,12 @@ def read_text(path: str | Path, paragraphs: bool = False) -> Iterator[Document]:
 
 
 def read_jsonl(path: str | Path, text_field: str = "text",
-               id_field: Optional[str] = None) -> Iterator[Document]:
-    """Documents of a JSON-lines file: ``text_field`` is the text, ``id_field`` the id
-    (default: the line number). ``url`` or ``title`` fields fill ``url_or_title``."""
+               id_field: Optional[str] = None, span: Optional[Span] = None) -> Iterator[Document]:
+    """Documents of a JSON-lines file (or of the piece ``span``): ``text_field`` is the
+    text, ``id_field`` the id (default: the line number). ``url`` or ``title`` fields
+    fill ``url_or_title``."""
     path = as_path(path)
-    for lineno, line in _lines(path):
+    for lineno, line in _lines(path, span):
         if not line.strip():
             continue
         try:
@@ -89,8 +127,10 @@ def read_jsonl(path: str | Path, text_field: str = "text",
 
 
 def read_parquet(path: str | Path, text_field: str = "text",
-                 id_field: Optional[str] = None, batch_size: int = 1024) -> Iterator[Document]:
-    """Documents of a Parquet file, read a batch of rows at a time."""
+                 id_field: Optional[str] = None, batch_size: int = 1024,
+                 span: Optional[Span] = None) -> Iterator[Document]:
+    """Documents of a Parquet file, read a batch of rows at a time; ``span`` is
+    (first row group, stop row group, number of the first row) of a piece."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -105,9 +145,10 @@ def read_parquet(path: str | Path, text_field: str = "text",
             raise MinerError(f"{path}: no column {name!r} (columns: {', '.join(names)})")
     extra = [c for c in ("url", "title") if c in names]
     columns = [text_field] + ([id_field] if id_field else []) + extra
-    row = 0
+    groups = None if span is None else range(span[0], span[1])
+    row = 0 if span is None else span[2]
     try:
-        for batch in pf.iter_batches(batch_size=batch_size, columns=columns):
+        for batch in pf.iter_batches(batch_size=batch_size, columns=columns, row_groups=groups):
             cols = batch.to_pydict()
             for i, text in enumerate(cols[text_field]):
                 row += 1
