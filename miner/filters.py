@@ -6,7 +6,11 @@ best first. Each filter has a stable ``name`` (the reason its drops are counted
 under) and ``keep(df) -> bool mask``. Filters that need to remember earlier batches
 (pair dedup, one-to-one, the per-document cap) keep that state in the object, so a
 ``FilterPipeline`` can be fed the candidates batch by batch, best first, and gives
-the same result as on one big batch.
+the same result as on one big batch. The stateful ones (``StatefulStep``) decide on
+a few keys per pair (``keys(df)``, e.g. hashes of the sides), so the stateless work
+and the keys can be computed per scores part anywhere and the stateful pass run
+once over the keys (``FilterPipeline.split``, ``run_stateless``, ``stateful_keys``,
+``run_stateful``, ``record``; see ``miner.outputs``).
 
 The pipeline runs them in this fixed order (cheap and stateless first, LID late
 because it is the slowest, the stateful ones last so that they only see pairs that
@@ -31,7 +35,7 @@ import pandas as pd
 from miner.config import Config
 from miner.errors import MinerError
 from miner.lid import normalize_lang
-from miner.sentences import sentence_hash
+from miner.sentences import sentence_hashes
 
 REASONS = ("below_threshold", "junk", "copy", "length_ratio", "number_mismatch",
            "lid_mismatch", "duplicate_pair", "not_one_to_one", "doc_pair_cap")
@@ -248,7 +252,37 @@ class LidAgreement:
                         dtype=bool)
 
 
-class PairDedup:
+def _as_list(values) -> list:
+    """Python objects of a column, array or list (numpy ints become Python ints)."""
+    if hasattr(values, "to_pylist"):  # pyarrow
+        return values.to_pylist()
+    if hasattr(values, "tolist"):  # numpy, pandas
+        return values.tolist()
+    return list(values)
+
+
+class StatefulStep:
+    """A filter that remembers the pairs it kept (in earlier batches too).
+
+    Its decision needs only a few keys per pair, not the texts: ``keys(df)`` computes
+    them (stateless, so it can run anywhere, e.g. in a task per scores part) and
+    ``keep_keys(*keys)`` runs the stateful pass over them in order (best first).
+    ``keep(df)`` is the two together.
+    """
+
+    name = "stateful"
+
+    def keys(self, df: pd.DataFrame) -> tuple:
+        raise NotImplementedError
+
+    def keep_keys(self, *keys) -> np.ndarray:
+        raise NotImplementedError
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return self.keep_keys(*self.keys(df))
+
+
+class PairDedup(StatefulStep):
     """Drop a pair whose (src, tgt) was seen before (the best-scoring one stays).
 
     Sides are compared by ``sentence_hash(compare_key(text))``: pairs differing only
@@ -260,17 +294,22 @@ class PairDedup:
     def __init__(self):
         self.seen: set[tuple[int, int]] = set()
 
-    def keep(self, df: pd.DataFrame) -> np.ndarray:
-        mask = np.zeros(len(df), dtype=bool)
-        for i, (s, t) in enumerate(zip(_texts(df, "src_text"), _texts(df, "tgt_text"))):
-            key = (sentence_hash(compare_key(s)), sentence_hash(compare_key(t)))
+    def keys(self, df: pd.DataFrame) -> tuple:
+        """uint64 hashes of the normalised source and target sides."""
+        return tuple(sentence_hashes([compare_key(x) for x in _texts(df, col)])
+                     for col in ("src_text", "tgt_text"))
+
+    def keep_keys(self, src_keys, tgt_keys) -> np.ndarray:
+        src_keys, tgt_keys = _as_list(src_keys), _as_list(tgt_keys)
+        mask = np.zeros(len(src_keys), dtype=bool)
+        for i, key in enumerate(zip(src_keys, tgt_keys)):
             if key not in self.seen:
                 self.seen.add(key)
                 mask[i] = True
         return mask
 
 
-class OneToOne:
+class OneToOne(StatefulStep):
     """Keep each source and each target sentence in at most one pair (greedy, best first)."""
 
     name = "not_one_to_one"
@@ -279,9 +318,13 @@ class OneToOne:
         self.src_used: set = set()
         self.tgt_used: set = set()
 
-    def keep(self, df: pd.DataFrame) -> np.ndarray:
-        mask = np.zeros(len(df), dtype=bool)
-        for i, (s, t) in enumerate(zip(df["src_id"].tolist(), df["tgt_id"].tolist())):
+    def keys(self, df: pd.DataFrame) -> tuple:
+        return df["src_id"].to_numpy(), df["tgt_id"].to_numpy()
+
+    def keep_keys(self, src_ids, tgt_ids) -> np.ndarray:
+        src_ids, tgt_ids = _as_list(src_ids), _as_list(tgt_ids)
+        mask = np.zeros(len(src_ids), dtype=bool)
+        for i, (s, t) in enumerate(zip(src_ids, tgt_ids)):
             if s not in self.src_used and t not in self.tgt_used:
                 self.src_used.add(s)
                 self.tgt_used.add(t)
@@ -289,7 +332,7 @@ class OneToOne:
         return mask
 
 
-class DocPairCap:
+class DocPairCap(StatefulStep):
     """Keep at most ``cap`` pairs per (source document, target document), best first."""
 
     name = "doc_pair_cap"
@@ -300,9 +343,13 @@ class DocPairCap:
         self.cap = cap
         self.counts: Counter = Counter()
 
-    def keep(self, df: pd.DataFrame) -> np.ndarray:
-        mask = np.zeros(len(df), dtype=bool)
-        for i, key in enumerate(zip(df["src_doc_id"].tolist(), df["tgt_doc_id"].tolist())):
+    def keys(self, df: pd.DataFrame) -> tuple:
+        return df["src_doc_id"].tolist(), df["tgt_doc_id"].tolist()
+
+    def keep_keys(self, src_docs, tgt_docs) -> np.ndarray:
+        src_docs, tgt_docs = _as_list(src_docs), _as_list(tgt_docs)
+        mask = np.zeros(len(src_docs), dtype=bool)
+        for i, key in enumerate(zip(src_docs, tgt_docs)):
             if self.counts[key] < self.cap:
                 self.counts[key] += 1
                 mask[i] = True
@@ -377,20 +424,76 @@ class FilterPipeline:
     def step(self, name: str):
         return next((s for s in self.steps if s.name == name), None)
 
-    def filter(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-        counts = {"candidates": len(df), "kept": 0, "dropped": {}}
-        for step in self.steps:
+    def split(self) -> tuple[list[Step], list[StatefulStep]]:
+        """The stateless steps and, after them, the stateful ones (``StatefulStep``).
+
+        ``write_bitext`` runs the first list in a task per scores part and the second
+        in one global pass over the keys; that needs every stateful step last.
+        """
+        i = next((i for i, s in enumerate(self.steps) if isinstance(s, StatefulStep)),
+                 len(self.steps))
+        stateless, stateful = self.steps[:i], self.steps[i:]
+        if not all(isinstance(s, StatefulStep) for s in stateful):
+            raise ValueError("a stateless filter after a stateful one cannot run per part: "
+                             f"{[s.name for s in self.steps]}")
+        return stateless, stateful
+
+    @staticmethod
+    def _apply(steps, df: pd.DataFrame, counts: dict) -> pd.DataFrame:
+        for step in steps:
             if not len(df):
                 counts["dropped"][step.name] = 0
                 continue
             mask = np.asarray(step.keep(df), dtype=bool)
             counts["dropped"][step.name] = int(len(mask) - mask.sum())
             df = df[mask]
+        return df
+
+    def run_stateless(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        """The stateless steps alone: their survivors and counts (``kept`` = survivors).
+
+        Touches neither the totals (``record`` adds them) nor any state.
+        """
+        counts = {"candidates": len(df), "kept": 0, "dropped": {}}
+        df = self._apply(self.split()[0], df, counts)
         counts["kept"] = len(df)
+        return df, counts
+
+    def stateful_keys(self, df: pd.DataFrame) -> list[tuple]:
+        """``step.keys(df)`` of each stateful step, in order (no state touched)."""
+        return [step.keys(df) for step in self.split()[1]]
+
+    def run_stateful(self, keys: list[tuple], n: int) -> tuple[np.ndarray, dict]:
+        """The stateful pass over the keys of ``n`` pairs, best first (``keys`` as from
+        ``stateful_keys``): the keep mask over the ``n`` pairs and the drop counts.
+        Updates the steps' state, not the totals."""
+        counts = {"candidates": n, "kept": 0, "dropped": {}}
+        rows = np.arange(n)
+        for step, step_keys in zip(self.split()[1], keys):
+            if not len(rows):
+                counts["dropped"][step.name] = 0
+                continue
+            step_keys = [np.asarray(_as_list(k), dtype=object)[rows] for k in step_keys]
+            mask = np.asarray(step.keep_keys(*step_keys), dtype=bool)
+            counts["dropped"][step.name] = int(len(mask) - mask.sum())
+            rows = rows[mask]
+        keep = np.zeros(n, dtype=bool)
+        keep[rows] = True
+        counts["kept"] = int(keep.sum())
+        return keep, counts
+
+    def record(self, counts: dict) -> None:
+        """Add one batch's ``candidates``, ``kept`` and ``dropped`` counts to the totals."""
         self.counts["candidates"] += counts["candidates"]
         self.counts["kept"] += counts["kept"]
         for name, n in counts["dropped"].items():
             self.counts["dropped"][name] += n
+
+    def filter(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+        counts = {"candidates": len(df), "kept": 0, "dropped": {}}
+        df = self._apply(self.steps, df, counts)
+        counts["kept"] = len(df)
+        self.record(counts)
         return df, counts
 
 

@@ -1,9 +1,12 @@
 """``mine bitext``: filter the scored candidates of a pair and write the bitext.
 
 Reads ``DIR/scores/{src}-{tgt}/part-*.parquet`` (every retrieved candidate, best
-first, written by ``mine score``), runs the ``FilterPipeline`` over it batch by batch
-and writes, atomically and byte-identically on a rerun, under
-``DIR/bitext/{src}-{tgt}/``:
+first, written by ``mine score``) and runs the ``FilterPipeline`` over it: the
+stateless filters (threshold ... LID) in one task per part on an executor (local
+process pool or Ray; ``PartFilter``), the stateful ones (pair dedup, one-to-one, the
+per-document cap) in one pass on the driver over the survivors of every part, best
+first, on keys the tasks computed. Writes, atomically and byte-identically on a
+rerun and for every executor, under ``DIR/bitext/{src}-{tgt}/``:
 
 - ``bitext.tsv.gz``: ``score<TAB>src<TAB>tgt``, best first (LASER / WikiMatrix layout);
 - ``train.{src}`` and ``train.{tgt}``: Moses-style line-aligned plain text;
@@ -19,12 +22,16 @@ filter.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,17 +99,140 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
     return pa.table(cols, schema=BITEXT_SCHEMA)
 
 
+# -- the stateless filters: one task per scores part -----------------------------------
+
+PARTS_DIR = ".parts"  # the tasks' survivors, under the bitext folder while it is written
+BATCH_COLUMN = "_batch"  # the input batch of its part each survivor came from
+
+
+def _key_column(step: int, i: int) -> str:
+    return f"_key{step}_{i}"
+
+
+def _step_keys(rows: pa.Table, step: int) -> tuple:
+    """The key columns of stateful step number ``step`` in a part's survivors."""
+    keys = []
+    while _key_column(step, len(keys)) in rows.column_names:
+        keys.append(rows.column(_key_column(step, len(keys))))
+    return tuple(keys)
+
+
+@dataclass(frozen=True)
+class PartFilter:
+    """A task: the stateless filters (threshold ... LID) over one scores part.
+
+    Called with ``(index, path)``; returns ``{"index", "counts", "rows"}``: the
+    stateless filters' ``counts`` and ``rows``, the survivors in order with every
+    scores column, ``_batch`` (which input batch of ``batch_rows`` they came from, so
+    the outputs keep the row groups of a single pass) and the keys of the stateful
+    filters (``_key{step}_{i}``, see ``FilterPipeline.stateful_keys``). ``rows`` is a
+    ``pa.Table`` when ``parts_dir`` is None (in process), else the path of a Parquet
+    file written atomically in ``parts_dir``; None when nothing survived.
+
+    ``identifier`` replaces the fastText LID model; None loads ``prepare.lid_model``
+    once per worker process (``miner.lid.cached_identifier``).
+    """
+
+    cfg: Config
+    src_lang: str
+    tgt_lang: str
+    parts_dir: Optional[str] = None
+    batch_rows: int = BATCH_ROWS
+    identifier: Any = None
+
+    def __call__(self, item: tuple[int, str]) -> dict:
+        index, path = item
+        pipeline = FilterPipeline.from_config(self.cfg, self.src_lang, self.tgt_lang,
+                                              identifier=self.identifier)
+        counts = {"candidates": 0, "kept": 0,
+                  "dropped": {s.name: 0 for s in pipeline.split()[0]}}
+        pieces = []
+        for b, batch in enumerate(read_score_batches([Path(path)], batch_rows=self.batch_rows)):
+            kept, c = pipeline.run_stateless(batch.to_pandas())
+            counts["candidates"] += c["candidates"]
+            counts["kept"] += c["kept"]
+            for name, n in c["dropped"].items():
+                counts["dropped"][name] += n
+            if not len(kept):
+                continue
+            rows = pa.Table.from_batches([batch]).take(pa.array(kept.index.to_numpy()))
+            rows = rows.append_column(BATCH_COLUMN, pa.array(np.full(len(kept), b, np.int32)))
+            for j, keys in enumerate(pipeline.stateful_keys(kept)):
+                for i, k in enumerate(keys):
+                    rows = rows.append_column(_key_column(j, i), pa.array(k))
+            pieces.append(rows)
+        result = {"index": index, "counts": counts, "rows": None}
+        if pieces:
+            # a key column of only nulls in one batch is typed null: unify with the others
+            table = pa.concat_tables(pieces, promote_options="default")
+            if self.parts_dir is None:
+                result["rows"] = table
+            else:
+                target = Path(self.parts_dir) / f"part-{index:05d}.parquet"
+                with atomic_path(target) as tmp:
+                    pq.write_table(table, tmp, compression="zstd")
+                result["rows"] = str(target)
+        return result
+
+
+def _filter_parts(executor, task: PartFilter, parts: list[Path], parts_dir: Path,
+                  take: Callable[[dict], None], desc: str) -> None:
+    """``take(task(part))`` for every part, in part order.
+
+    ``executor`` None: in this process, one part after the other (survivors in
+    memory). Otherwise the tasks run on the executor, write their survivors under
+    ``parts_dir`` and ``take`` consumes each result as soon as every earlier part's
+    has been taken (the driver works while later tasks still run); each part's file
+    is removed once taken.
+    """
+    items = [(i, str(p)) for i, p in enumerate(parts)]
+    if executor is None:
+        for item in items:
+            take(task(item))
+        return
+    task = dataclasses.replace(task, parts_dir=str(parts_dir))
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    ready: dict[int, dict] = {}
+    next_index = 0
+
+    def on_result(item, result: dict) -> None:
+        nonlocal next_index
+        ready[result["index"]] = result
+        while next_index in ready:
+            r = ready.pop(next_index)
+            take(r)
+            if isinstance(r["rows"], str):
+                Path(r["rows"]).unlink(missing_ok=True)
+            next_index += 1
+
+    executor.map(task, items, desc=desc, on_result=on_result)
+    if next_index != len(items):  # an executor that did not report every result
+        raise MinerError(f"{desc}: {len(items) - next_index} part(s) never came back")
+
+
+# -- the driver: the stateful filters over all parts, best first, and the outputs -------
+
 def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
-                 identifier=None) -> dict:
+                 executor=None, *, identifier=None) -> dict:
     """Filter the scored candidates of ``src_lang-tgt_lang`` and write every output.
+
+    The stateless filters (threshold ... LID) run in one ``PartFilter`` task per
+    scores part on ``executor`` (``miner.executor``; None: in this process, part
+    after part); the stateful ones (pair dedup, one-to-one, the per-document cap) then
+    run here over the survivors of every part in order, best first, on keys the tasks
+    computed, and the kept rows are streamed into the outputs. Files and counts are
+    the same for every executor and equal a single pass of ``FilterPipeline.filter``
+    over the candidates.
 
     Returns the counts (``candidates``, ``kept``, ``dropped`` per filter), which are
     also recorded as stage ``bitext/{src}-{tgt}`` in the manifest. ``identifier``
-    replaces the fastText LID model (tests).
+    replaces the fastText LID model (tests; it travels to the tasks by pickle when
+    they run in other processes).
     """
     t0 = time.time()
     parts = score_parts(out_dir, src_lang, tgt_lang)
     pipeline = FilterPipeline.from_config(cfg, src_lang, tgt_lang, identifier=identifier)
+    stateful = pipeline.split()[1]  # ValueError unless every stateful step is last
     threshold = pipeline.threshold
     if threshold is None:
         log.warning("%s-%s: no threshold given and no default for encoder %s with margin %s: "
@@ -111,27 +241,53 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     out = bitext_dir(out_dir, src_lang, tgt_lang)
     paths = {"tsv": out / "bitext.tsv.gz", "src": out / f"train.{src_lang}",
              "tgt": out / f"train.{tgt_lang}", "parquet": out / "bitext.parquet"}
+    parts_dir = out / PARTS_DIR
+    shutil.rmtree(parts_dir, ignore_errors=True)  # left by an interrupted run
     sources: Counter = Counter()
-    with contextlib.ExitStack() as stack:
-        tsv = stack.enter_context(atomic_open(paths["tsv"], "w", encoding="utf-8", newline="\n"))
-        src_f = stack.enter_context(atomic_open(paths["src"], "w", encoding="utf-8", newline="\n"))
-        tgt_f = stack.enter_context(atomic_open(paths["tgt"], "w", encoding="utf-8", newline="\n"))
-        pq_tmp = stack.enter_context(atomic_path(paths["parquet"]))
-        writer = stack.enter_context(pq.ParquetWriter(pq_tmp, BITEXT_SCHEMA, compression="zstd"))
-        for batch in read_score_batches(parts):
-            kept, _ = pipeline.filter(batch.to_pandas())
-            if not len(kept):
-                continue
-            src_t, tgt_t = _clean(kept["src_text"]), _clean(kept["tgt_text"])
-            tsv.writelines(f"{s:.6f}\t{a}\t{b}\n"
-                           for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t))
-            src_f.writelines(f"{a}\n" for a in src_t)
-            tgt_f.writelines(f"{b}\n" for b in tgt_t)
-            writer.write_table(_to_arrow(kept))
-            sources.update(f"{src_lang}: {s}" for s in kept["src_source"].fillna("unknown"))
-            sources.update(f"{tgt_lang}: {s}" for s in kept["tgt_source"].fillna("unknown"))
-        if pipeline.counts["kept"] == 0:
-            writer.write_table(_to_arrow(pd.DataFrame()))  # an empty file keeps the schema
+    try:
+        with contextlib.ExitStack() as stack:
+            tsv = stack.enter_context(atomic_open(paths["tsv"], "w", encoding="utf-8", newline="\n"))
+            src_f = stack.enter_context(atomic_open(paths["src"], "w", encoding="utf-8", newline="\n"))
+            tgt_f = stack.enter_context(atomic_open(paths["tgt"], "w", encoding="utf-8", newline="\n"))
+            pq_tmp = stack.enter_context(atomic_path(paths["parquet"]))
+            writer = stack.enter_context(pq.ParquetWriter(pq_tmp, BITEXT_SCHEMA, compression="zstd"))
+
+            def write(kept: pd.DataFrame) -> None:
+                src_t, tgt_t = _clean(kept["src_text"]), _clean(kept["tgt_text"])
+                tsv.writelines(f"{s:.6f}\t{a}\t{b}\n"
+                               for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t))
+                src_f.writelines(f"{a}\n" for a in src_t)
+                tgt_f.writelines(f"{b}\n" for b in tgt_t)
+                writer.write_table(_to_arrow(kept))
+                sources.update(f"{src_lang}: {s}" for s in kept["src_source"].fillna("unknown"))
+                sources.update(f"{tgt_lang}: {s}" for s in kept["tgt_source"].fillna("unknown"))
+
+            def take(result: dict) -> None:
+                """The stateful filters over one part's survivors; its kept rows out."""
+                rows = result["rows"]
+                if isinstance(rows, str):
+                    rows = pq.read_table(rows)
+                n = 0 if rows is None else rows.num_rows
+                keys = [_step_keys(rows, j) for j in range(len(stateful))] if n else []
+                keep, c = pipeline.run_stateful(keys, n)
+                pipeline.record({"candidates": result["counts"]["candidates"], "kept": c["kept"],
+                                 "dropped": {**result["counts"]["dropped"], **c["dropped"]}})
+                if not c["kept"]:
+                    return
+                rows = rows.filter(pa.array(keep))
+                batch_of = rows.column(BATCH_COLUMN).to_numpy()
+                rows = rows.select(SCORE_SCHEMA.names)
+                # one write per input batch with kept rows, as a single pass does
+                cuts = [0, *(np.flatnonzero(np.diff(batch_of)) + 1).tolist(), len(batch_of)]
+                for lo, hi in zip(cuts[:-1], cuts[1:]):
+                    write(rows.slice(lo, hi - lo).to_pandas())
+
+            task = PartFilter(cfg, src_lang, tgt_lang, None, BATCH_ROWS, identifier)
+            _filter_parts(executor, task, parts, parts_dir, take, f"bitext {src_lang}-{tgt_lang}")
+            if pipeline.counts["kept"] == 0:
+                writer.write_table(_to_arrow(pd.DataFrame()))  # an empty file keeps the schema
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
     counts = pipeline.counts
     length_step = pipeline.step(LengthRatio.name)
     bounds = [length_step.lo, length_step.hi] if length_step else None
