@@ -125,3 +125,45 @@ def test_argsort_desc_equals_stable_sort_with_ties():
     for n in (0, 1, 2, 5, 100, 5000):
         for values in (rng.integers(0, 4, n).astype(float), rng.uniform(size=n)):
             assert M.argsort_desc(values).tolist() == np.argsort(-values, kind="stable").tolist()
+
+
+def test_padded_slots_are_never_candidates():
+    """Negative neighbour ids are padding (an approximate index found fewer than k):
+    never a candidate, even with a high similarity; a query with only padding has none."""
+    fwd_sims = np.array([[0.9, 0.99], [0.5, 0.95], [0.7, 0.6]])
+    fwd_ids = np.array([[0, -1], [-1, -1], [1, 0]])
+    bwd_sims = np.array([[0.9, 0.99], [0.7, 0.2]])
+    bwd_ids = np.array([[0, -1], [2, -1]])
+    means = np.array([0.5, 0.5, 0.5]), np.array([0.5, 0.5])
+    for retrieval, want in (("fwd", [(0, 0), (2, 1)]), ("bwd", [(0, 0), (2, 1)]),
+                            ("intersect", [(0, 0), (2, 1)]), ("max", [(0, 0), (2, 1)])):
+        c = retrieve(fwd_sims, fwd_ids, bwd_sims, bwd_ids, margin="ratio", retrieval=retrieval,
+                     fwd_mean=means[0], bwd_mean=means[1])
+        assert sorted(zip(c.src.tolist(), c.tgt.tolist())) == want, retrieval
+        assert np.isfinite(c.score).all() and (c.direction == BOTH).all()
+    best, score = M.direction_best(fwd_sims, fwd_ids, means[0], means[1])
+    assert best.tolist() == [0, -1, 1] and score[1] == -np.inf
+
+
+@pytest.mark.parametrize("retrieval", M.RETRIEVALS)
+def test_direction_best_per_block_then_combine_equals_retrieve(retrieval):
+    """What `mine score` does per neighbour shard and then on the driver gives
+    exactly ``retrieve``'s candidates (pairs, float64 scores, order, ties)."""
+    rng = np.random.default_rng(5)
+    n, m, k = 300, 250, 4
+    fwd_sims = rng.integers(5, 10, (n, k)) / 10  # coarse values: many ties
+    bwd_sims = rng.integers(5, 10, (m, k)) / 10
+    fwd_ids, bwd_ids = rng.integers(0, m, (n, k)), rng.integers(0, n, (m, k))
+    fwd_mean, bwd_mean = fwd_sims.mean(1), bwd_sims.mean(1)
+    whole = retrieve(fwd_sims, fwd_ids, bwd_sims, bwd_ids, "ratio", retrieval, fwd_mean, bwd_mean)
+
+    def blocks(sims, ids, mean_self, mean_other, size):
+        parts = [M.direction_best(sims[a:a + size], ids[a:a + size], mean_self[a:a + size],
+                                  mean_other) for a in range(0, len(sims), size)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    c = M.combine(*blocks(fwd_sims, fwd_ids, fwd_mean, bwd_mean, 37),
+                  *blocks(bwd_sims, bwd_ids, bwd_mean, fwd_mean, 64), retrieval)
+    for a, b in ((whole.src, c.src), (whole.tgt, c.tgt), (whole.score, c.score),
+                 (whole.direction, c.direction)):
+        assert a.tobytes() == b.tobytes()
