@@ -200,6 +200,9 @@ class RemotePath:
             if not missing_ok:
                 raise
 
+    def rmdir(self) -> None:
+        self.fs.delete_dir(self.key)
+
     def rmtree(self) -> None:
         """Delete this directory and everything under it (no error if absent)."""
         if self.exists():

@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from miner.io import atomic_path
+from miner.storage import AnyPath, as_path, read_table
 from miner.knn.sharded import knn_partitions, mean_topk
 
 
@@ -56,10 +57,10 @@ class DirectionPlan:
         return [(s, min(s + self.part_rows, n)) for s in range(0, n, self.part_rows)] or [(0, 0)]
 
 
-def _partial_path(plan: DirectionPlan, q_name: str, j: int, fingerprint: dict) -> Path:
+def _partial_path(plan: DirectionPlan, q_name: str, j: int, fingerprint: dict) -> AnyPath:
     key = hashlib.sha256(json.dumps([fingerprint, plan.part_rows, plan.q_block], sort_keys=True)
                          .encode()).hexdigest()[:12]
-    return Path(plan.out) / ".partial" / f"{q_name}.{j:05d}.{key}.npz"
+    return as_path(plan.out) / ".partial" / f"{q_name}.{j:05d}.{key}.npz"
 
 
 def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +71,7 @@ def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, 
     for path, n in zip(plan.db_paths, plan.db_rows):
         lo, hi = max(start, offset), min(stop, offset + n)
         if lo < hi:
-            i, e = read_embeddings(Path(path))
+            i, e = read_embeddings(as_path(path))
             embs.append(e[lo - offset:hi - offset])
             ids.append(i[lo - offset:hi - offset])
         offset += n
@@ -85,12 +86,12 @@ def search_partition(item: tuple[str, int, dict], plan: DirectionPlan) -> str:
     from miner.knn.stage import read_embeddings
 
     q_path, j, fingerprint = item
-    dest = _partial_path(plan, Path(q_path).name, j, fingerprint)
+    dest = _partial_path(plan, as_path(q_path).name, j, fingerprint)
     if dest.exists():
         return str(dest)
     start, stop = plan.partitions()[j]
     part, part_ids = _read_rows(plan, start, stop)
-    _, emb = read_embeddings(Path(q_path))
+    _, emb = read_embeddings(as_path(q_path))
     kk = min(plan.k, sum(plan.db_rows))
     sims_l, rows_l = [], []
     for s0 in range(0, len(emb), plan.q_block):
@@ -115,7 +116,7 @@ def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     from miner.knn.stage import write_knn_shard
 
     q_path, fingerprint, partials = item
-    parts = [np.load(p) for p in partials]
+    parts = [np.load(io.BytesIO(as_path(p).read_bytes())) for p in partials]
     sims = np.concatenate([p["sims"] for p in parts], axis=1)
     rows = np.concatenate([p["rows"] for p in parts], axis=1)
     ids = np.concatenate([p["ids"] for p in parts], axis=1)
@@ -123,11 +124,11 @@ def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     order = np.lexsort((rows, -sims), axis=-1)[:, :min(plan.k, sum(plan.db_rows))]
     sims = np.take_along_axis(sims, order, 1).astype(np.float32)
     nbr = np.take_along_axis(ids, order, 1).astype(np.uint64)
-    q_ids = pq.read_table(q_path, columns=["id"]).column("id").to_numpy()
-    write_knn_shard(Path(plan.out) / Path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
+    q_ids = read_table(q_path, columns=["id"]).column("id").to_numpy()
+    write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
                     fingerprint)
     for p in partials:
-        Path(p).unlink(missing_ok=True)
+        as_path(p).unlink(missing_ok=True)
     return len(q_ids)
 
 
@@ -140,16 +141,16 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     n_parts = len(plan.partitions())
     items = [(str(q), j, fp) for q, fp in todo for j in range(n_parts)]
     # partials of an interrupted run with other settings or shards would never be used
-    wanted = {_partial_path(plan, Path(q).name, j, fp).name for q, j, fp in items}
-    for stale in (Path(plan.out) / ".partial").glob("*.npz"):
+    wanted = {_partial_path(plan, as_path(q).name, j, fp).name for q, j, fp in items}
+    for stale in (as_path(plan.out) / ".partial").glob("*.npz"):
         if stale.name not in wanted:
             stale.unlink(missing_ok=True)
     paths = executor.map(partial(search_partition, plan=plan), items,
-                         desc=f"knn {Path(plan.out).name} search", num_gpus=num_gpus)
+                         desc=f"knn {as_path(plan.out).name} search", num_gpus=num_gpus)
     merges = [(str(q), fp, paths[i * n_parts:(i + 1) * n_parts]) for i, (q, fp) in enumerate(todo)]
     rows = executor.map(partial(merge_shard, plan=plan), merges,
-                        desc=f"knn {Path(plan.out).name} merge")
-    partial_dir = Path(plan.out) / ".partial"
+                        desc=f"knn {as_path(plan.out).name} merge")
+    partial_dir = as_path(plan.out) / ".partial"
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
     return sum(rows)
@@ -186,7 +187,7 @@ def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
     index = read_index(plan.index_path, plan.nprobe, mmap=True)
     if plan.gpu and gpus_available():  # pragma: no cover - no GPU in CI
         index = to_gpus(index, plan.kind, index.ntotal, index.d, plan.nprobe)
-    db_ids = read_ids([Path(p) for p in plan.db_paths])
+    db_ids = read_ids([as_path(p) for p in plan.db_paths])
 
     def search(q):
         return index_search(index, q, plan.k)
@@ -202,6 +203,6 @@ def run_index_direction(executor, plan: IndexPlan, todo: list[tuple[Path, dict]]
         return 0
     rows = executor.map(partial(search_index_shard, plan=plan),
                         [(str(q), fp) for q, fp in todo],
-                        desc=f"knn {Path(plan.out).name} search", num_cpus=num_cpus,
+                        desc=f"knn {as_path(plan.out).name} search", num_cpus=num_cpus,
                         num_gpus=num_gpus)
     return sum(rows)

@@ -129,6 +129,23 @@ def read_index(path, nprobe: int | None = None, mmap: bool = True):
     cache); ``nprobe``: lists visited per query (None: as stored)."""
     import faiss
 
+    from miner.storage import RemotePath, as_path
+
+    if isinstance(as_path(path), RemotePath):
+        # faiss reads local files only: keep a node-local copy, named by the index's
+        # content hash (``index_file``), so each node downloads it once
+        import shutil
+        import tempfile
+        from pathlib import Path
+
+        from miner.io import atomic_path
+
+        local = Path(tempfile.gettempdir()) / "miner-index-cache" / as_path(path).name
+        if not local.exists():
+            with atomic_path(local) as tmp, as_path(path).open("rb") as src, \
+                    open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        path = local
     flags = faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY if mmap else 0
     index = faiss.read_index(str(path), flags)
     if nprobe is not None:

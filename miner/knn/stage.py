@@ -46,6 +46,7 @@ from miner.knn.index import (build_index, choose_index, factory_string, gpus_ava
                              write_index)
 from miner.knn.sharded import knn_partitions, mean_topk, plan_blocks, resolve_backend
 from miner.manifest import update_stage
+from miner.storage import AnyPath, as_path, parquet_file, read_table
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ DIRECTIONS = ("fwd", "bwd")
 
 def knn_dir(out_dir: str | Path, src: str, tgt: str, direction: str) -> Path:
     """``DIR/knn/{src}-{tgt}/{fwd|bwd}``."""
-    return Path(out_dir) / "knn" / f"{src}-{tgt}" / direction
+    return as_path(out_dir) / "knn" / f"{src}-{tgt}" / direction
 
 
 def knn_shards(out_dir: str | Path, src: str, tgt: str, direction: str) -> list[Path]:
@@ -89,7 +90,7 @@ def write_knn_shard(path: str | Path, ids: np.ndarray, nbr_ids: np.ndarray,
 def read_knn_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """ids (n,) uint64, nbr_ids (n, k) uint64, nbr_sims (n, k) float32, mean_sim (n,) float32."""
     try:
-        t = pq.read_table(path)
+        t = read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
     n = t.num_rows
@@ -116,7 +117,7 @@ def read_knn(out_dir: str | Path, src: str, tgt: str, direction: str
 def read_fingerprint(path: str | Path) -> dict | None:
     """The fingerprint stored in a neighbour shard, or None when unreadable."""
     try:
-        md = pq.read_schema(path).metadata or {}
+        md = parquet_file(path).schema_arrow.metadata or {}
         return json.loads(md[KNN_META_KEY])
     except (OSError, pa.ArrowInvalid, KeyError, json.JSONDecodeError):
         return None
@@ -127,7 +128,7 @@ def read_fingerprint(path: str | Path) -> dict | None:
 def read_embeddings(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """ids (n,) uint64 and embeddings (n, d) in their storage dtype (float16 stays float16)."""
     try:
-        t = pq.read_table(path)
+        t = read_table(path)
     except (OSError, pa.ArrowInvalid) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
     col = t.column("embedding").combine_chunks()
@@ -139,12 +140,12 @@ def read_ids(paths) -> np.ndarray:
     """The sentence ids of embedding shards, concatenated in order (uint64)."""
     if not paths:
         return np.zeros(0, np.uint64)
-    return np.concatenate([pq.read_table(p, columns=["id"]).column("id").to_numpy()
+    return np.concatenate([read_table(p, columns=["id"]).column("id").to_numpy()
                            for p in paths])
 
 
 def shard_rows(paths: list[Path]) -> list[int]:
-    return [pq.ParquetFile(p).metadata.num_rows for p in paths]
+    return [parquet_file(p).metadata.num_rows for p in paths]
 
 
 def _describe(paths: list[Path], rows: list[int]) -> list[list]:
@@ -211,7 +212,7 @@ def run_knn(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     ``LocalExecutor`` keeps the search in this process, where faiss and torch already
     use every core."""
     start = time.time()
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     sides = {}
     for lang in (src_lang, tgt_lang):
         d = out_dir / "embeddings" / lang
@@ -319,7 +320,7 @@ def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
     similarity -inf (``mean_sim`` then averages the valid slots). The single-process
     stage and the executor tasks (``miner.knn.distributed``) both write through here.
     """
-    q_path = Path(q_path)
+    q_path = as_path(q_path)
     ids, emb = read_embeddings(q_path)
     emb = np.array(emb)  # writable (torch warns on read-only Arrow memory)
     sims_l, rows_l = [], []
@@ -334,7 +335,7 @@ def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
     nbr = np.where(valid, db_ids[np.where(valid, rows, 0)], np.uint64(0)).astype(np.uint64)
     sims = np.where(valid, sims, -np.inf).astype(np.float32)
     mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
-    write_knn_shard(Path(out) / q_path.name, ids, nbr, sims, mean, fingerprint)
+    write_knn_shard(as_path(out) / q_path.name, ids, nbr, sims, mean, fingerprint)
     log.info("knn %s: %s done (%d queries)", out, q_path.name, len(ids))
     return len(ids)
 
