@@ -211,8 +211,9 @@ def gather_shard(job: GatherJob) -> str:
     sorted by position, in small row groups, to ``job.out`` (atomically)."""
     table = _take_provenance(job)
     with atomic_path(job.out) as tmp:
+        # temporary: a fast codec (read back once by the part tasks, then removed)
         pq.write_table(table, tmp, row_group_size=max(1, job.row_group_size),
-                       compression="zstd")
+                       compression="lz4")
     return job.out
 
 
@@ -251,8 +252,11 @@ def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
                             "lid_prob": pa.array([], pa.float32())})]
     table = pa.concat_tables(tables)
     pos = table.column("pos").to_numpy()
+    want = np.arange(start, stop)
+    if np.array_equal(pos, want):  # one source, or sources that do not interleave
+        return table.drop_columns(["pos"])
     order = np.argsort(pos, kind="stable")
-    if not np.array_equal(pos[order], np.arange(start, stop)):
+    if not np.array_equal(pos[order], want):
         raise MinerError(f"scores {start}..{stop}: the gathered sentence rows do not match "
                          "the candidates (files changed during `mine score`?): rerun it")
     return table.take(pa.array(order)).drop_columns(["pos"])
