@@ -119,7 +119,8 @@ def _run_stages(cfg: Config, out_dir: Path, pairs, langs, executor, stage, timin
         else:
             counts = stage(f"score/{pair}", run_score, cfg, out_dir, src, tgt, executor)
             progress(f"score {pair}: {counts['candidates']} candidates")
-        counts = stage(f"bitext/{pair}", write_bitext, cfg, out_dir, src, tgt)
+        counts = stage(f"bitext/{pair}", write_bitext, cfg, out_dir, src, tgt,  # local: in
+                       None if executor.name == "local" else executor)  # process, benchmarks/bitext.py
         summary["pairs"][pair] = counts
         progress(f"bitext {pair}: {counts.get('kept', counts)} pairs kept")
     build_report(out_dir)

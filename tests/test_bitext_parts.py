@@ -186,3 +186,14 @@ def test_stateful_steps_run_on_keys_as_on_frames():
     assert keep.tolist() == [True, False, True, False]
     assert df[keep].index.tolist() == kept.index.tolist()
     assert counts["dropped"] == expected["dropped"]
+
+
+def test_benchmark_runs_small_and_every_executor_writes_the_same_bytes():
+    from conftest import shared_data
+
+    data = shared_data("bucc")
+    p = subprocess.run([sys.executable, "benchmarks/bitext.py", "--n", "3000", "--part-rows",
+                        "1000", "--workers", "1", "--data", str(data)],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert p.stdout.count("same bytes: True") == 2, p.stdout
