@@ -117,7 +117,8 @@ def _run_stages(cfg: Config, out_dir: Path, pairs, langs, executor, stage, timin
         if score_is_current(cfg, out_dir, src, tgt):
             progress(f"score {pair}: up to date, skipped")
         else:
-            counts = stage(f"score/{pair}", run_score, cfg, out_dir, src, tgt, executor)
+            counts = stage(f"score/{pair}", run_score, cfg, out_dir, src, tgt,  # local: in
+                           None if executor.name == "local" else executor)  # process, see docs/mining.md
             progress(f"score {pair}: {counts['candidates']} candidates")
         counts = stage(f"bitext/{pair}", write_bitext, cfg, out_dir, src, tgt,  # local: in
                        None if executor.name == "local" else executor)  # process, benchmarks/bitext.py

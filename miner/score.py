@@ -149,7 +149,8 @@ class ScoreContext:
     tgt_mean: np.ndarray
 
 
-# the hash index of the other side, built once per worker process and direction
+# the hash index of the other side, built once per worker process and direction (a
+# Ray worker keeps the last one until it runs a task of another score context)
 _INDEX_CACHE: dict = {}
 
 
@@ -331,7 +332,10 @@ def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str,
     # 2. each neighbour shard's best candidates
     items = [("fwd", str(p), int(o)) for p, o in zip(fwd_paths, np.cumsum([0] + fwd_rows))] + \
             [("bwd", str(p), int(o)) for p, o in zip(bwd_paths, np.cumsum([0] + bwd_rows))]
-    best = executor.map(partial(score_shard, ctx), items, desc=f"score {pair}")
+    try:
+        best = executor.map(partial(score_shard, ctx), items, desc=f"score {pair}")
+    finally:
+        _INDEX_CACHE.clear()  # tasks that ran in this process built it here
     nf = len(fwd_paths)
 
     def cat(results, i, dtype):
