@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from miner.errors import MinerError
 from miner.filters import FilterPipeline, LengthRatio
 from miner.io import atomic_open, atomic_path
 from miner.manifest import update_stage
+from miner.storage import as_path, parquet_file, read_table, rmtree
 from miner.score import SCORE_SCHEMA  # the layout `mine score` writes
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,11 @@ MAX_CARD_SOURCES = 20  # sources listed in the data card, most used first
 
 
 def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return Path(out_dir) / "scores" / f"{src}-{tgt}"
+    return as_path(out_dir) / "scores" / f"{src}-{tgt}"
 
 
 def bitext_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return Path(out_dir) / "bitext" / f"{src}-{tgt}"
+    return as_path(out_dir) / "bitext" / f"{src}-{tgt}"
 
 
 def score_parts(out_dir: str | Path, src: str, tgt: str) -> list[Path]:
@@ -77,7 +77,7 @@ def read_score_batches(parts: list[Path], columns: Optional[list[str]] = None,
     columns = columns or SCORE_SCHEMA.names
     for path in parts:
         try:
-            f = pq.ParquetFile(path)
+            f = parquet_file(path)
         except (pa.ArrowException, OSError) as e:
             raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
         missing = [c for c in columns if c not in f.schema_arrow.names]
@@ -147,7 +147,7 @@ class PartFilter:
         counts = {"candidates": 0, "kept": 0,
                   "dropped": {s.name: 0 for s in pipeline.split()[0]}}
         pieces = []
-        for b, batch in enumerate(read_score_batches([Path(path)], batch_rows=self.batch_rows)):
+        for b, batch in enumerate(read_score_batches([as_path(path)], batch_rows=self.batch_rows)):
             kept, c = pipeline.run_stateless(batch.to_pandas())
             counts["candidates"] += c["candidates"]
             counts["kept"] += c["kept"]
@@ -168,7 +168,7 @@ class PartFilter:
             if self.parts_dir is None:
                 result["rows"] = table
             else:
-                target = Path(self.parts_dir) / f"part-{index:05d}.parquet"
+                target = as_path(self.parts_dir) / f"part-{index:05d}.parquet"
                 with atomic_path(target) as tmp:
                     pq.write_table(table, tmp, compression="zstd")
                 result["rows"] = str(target)
@@ -202,7 +202,7 @@ def _filter_parts(executor, task: PartFilter, parts: list[Path], parts_dir: Path
             r = ready.pop(next_index)
             take(r)
             if isinstance(r["rows"], str):
-                Path(r["rows"]).unlink(missing_ok=True)
+                as_path(r["rows"]).unlink(missing_ok=True)
             next_index += 1
 
     executor.map(task, items, desc=desc, on_result=on_result)
@@ -242,7 +242,7 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     paths = {"tsv": out / "bitext.tsv.gz", "src": out / f"train.{src_lang}",
              "tgt": out / f"train.{tgt_lang}", "parquet": out / "bitext.parquet"}
     parts_dir = out / PARTS_DIR
-    shutil.rmtree(parts_dir, ignore_errors=True)  # left by an interrupted run
+    rmtree(parts_dir)  # left by an interrupted run
     sources: Counter = Counter()
     try:
         with contextlib.ExitStack() as stack:
@@ -266,7 +266,7 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
                 """The stateful filters over one part's survivors; its kept rows out."""
                 rows = result["rows"]
                 if isinstance(rows, str):
-                    rows = pq.read_table(rows)
+                    rows = read_table(rows)
                 n = 0 if rows is None else rows.num_rows
                 keys = [_step_keys(rows, j) for j in range(len(stateful))] if n else []
                 keep, c = pipeline.run_stateful(keys, n)
@@ -287,7 +287,7 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
             if pipeline.counts["kept"] == 0:
                 writer.write_table(_to_arrow(pd.DataFrame()))  # an empty file keeps the schema
     finally:
-        shutil.rmtree(parts_dir, ignore_errors=True)
+        rmtree(parts_dir)
     counts = pipeline.counts
     length_step = pipeline.step(LengthRatio.name)
     bounds = [length_step.lo, length_step.hi] if length_step else None
@@ -296,8 +296,8 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
         f.write(card)
     update_stage(out_dir, f"bitext/{src_lang}-{tgt_lang}", {
         "config_hash": cfg.stage_hash("embed", "score", "filters"),
-        "inputs": [str(p.relative_to(Path(out_dir))) for p in parts],
-        "outputs": [str(p.relative_to(Path(out_dir))) for p in
+        "inputs": [str(p.relative_to(as_path(out_dir))) for p in parts],
+        "outputs": [str(p.relative_to(as_path(out_dir))) for p in
                     (*paths.values(), out / "README.md")],
         "threshold": threshold,
         "length_ratio_bounds": bounds,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from miner.knn.stage import knn_dir, knn_shards, read_knn_shard
 from miner.manifest import read_manifest, update_stage
 from miner.margin import (DIRECTION_NAMES, RETRIEVALS, Candidates, apply_margin, combine,
                           direction_best, retrieve)
+from miner.storage import as_path, read_table, rmtree
 
 log = logging.getLogger(__name__)
 
@@ -103,21 +103,21 @@ def score_arrays(fwd: dict, bwd: dict, margin: str, retrieval: str) -> Candidate
 
 
 def sentence_shards(out_dir: Path, lang: str) -> list[Path]:
-    parts = sorted((Path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
+    parts = sorted((as_path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
     if not parts:
-        raise MinerError(f"{Path(out_dir) / 'sentences' / lang}: no sentence shards")
+        raise MinerError(f"{as_path(out_dir) / 'sentences' / lang}: no sentence shards")
     return parts
 
 
 def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return Path(out_dir) / "scores" / f"{src}-{tgt}"
+    return as_path(out_dir) / "scores" / f"{src}-{tgt}"
 
 
 # -- neighbour shards -> each query's best candidate (tasks) ---------------------------
 
 def _read_columns(path: Path, columns: list[str]) -> pa.Table:
     try:
-        return pq.read_table(path, columns=columns)
+        return read_table(path, columns=columns)
     except (OSError, pa.ArrowInvalid) as e:
         raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
 
@@ -203,7 +203,7 @@ def _take_provenance(job: GatherJob, start: int = 0, stop: int | None = None) ->
     if start or stop is not None:
         lo, hi = np.searchsorted(job.positions, [start, stop if stop is not None else
                                                  np.iinfo(np.int64).max])
-    t = _read_columns(Path(job.shard), list(PROVENANCE)).take(pa.array(job.local_rows[lo:hi]))
+    t = _read_columns(as_path(job.shard), list(PROVENANCE)).take(pa.array(job.local_rows[lo:hi]))
     return t.add_column(0, "pos", pa.array(job.positions[lo:hi], pa.int64()))
 
 
@@ -243,7 +243,7 @@ def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
         if isinstance(source, GatherJob):
             tables.append(_take_provenance(source, start, stop))
         else:
-            tables.append(pq.read_table(source, filters=[("pos", ">=", start),
+            tables.append(read_table(source, filters=[("pos", ">=", start),
                                                          ("pos", "<", stop)]))
     if not tables:  # no candidates
         tables = [pa.table({"pos": pa.array([], pa.int64()), "text": pa.array([], pa.string()),
@@ -317,7 +317,7 @@ def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str,
 
     ``executor``: where the tasks run (default: in this process)."""
     start = time.time()
-    out_dir = Path(out_dir)
+    out_dir = as_path(out_dir)
     executor = executor or LocalExecutor(1)
     pair = f"{src}-{tgt}"
     margin, retrieval = cfg.score.margin, cfg.score.retrieval
@@ -369,7 +369,7 @@ def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
     directory.mkdir(parents=True, exist_ok=True)
     shuffle = directory / SHUFFLE_DIR
     if shuffle.exists():
-        shutil.rmtree(shuffle)  # left by an interrupted run
+        rmtree(shuffle)  # left by an interrupted run
     rows_per_part = max(1, rows_per_part)
     p = len(cands)
     n_parts = max(1, -(-p // rows_per_part))
@@ -385,7 +385,7 @@ def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
             for job in side_jobs:
                 rg = max(1024, -(-len(job.positions) // n_parts))
                 jobs.append(dataclasses.replace(
-                    job, out=str(shuffle / f"{side}.{Path(job.shard).name}"), row_group_size=rg))
+                    job, out=str(shuffle / f"{side}.{as_path(job.shard).name}"), row_group_size=rg))
         executor.map(gather_shard, jobs, desc=desc)
         ranges = {j.out: (int(j.positions[0]), int(j.positions[-1])) for j in jobs}
         sources = {"src": tuple(j.out for j in jobs[:len(src_jobs)]),
@@ -405,8 +405,8 @@ def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
                              cands.direction[a:b], needed("src"), needed("tgt")))
     executor.map(write_part, parts, desc=desc)  # phase 2
     if shuffle.exists():
-        shutil.rmtree(shuffle)
-    names = [Path(job.path).name for job in parts]
+        rmtree(shuffle)
+    names = [as_path(job.path).name for job in parts]
     for stale in directory.glob("part-*.parquet"):
         if stale.name not in names:
             stale.unlink()
@@ -422,7 +422,7 @@ def score_is_current(cfg: Config, out_dir: str | Path, src: str, tgt: str) -> bo
     d = scores_dir(out_dir, src, tgt)
     if not all((d / f).exists() for f in rec.get("files", [])):
         return False
-    knn_dir = Path(out_dir) / "knn" / f"{src}-{tgt}"
+    knn_dir = as_path(out_dir) / "knn" / f"{src}-{tgt}"
     newest_knn = max((p.stat().st_mtime for p in knn_dir.glob("*/part-*.parquet")), default=0)
     oldest_score = min((d / f).stat().st_mtime for f in rec["files"])
     return oldest_score >= newest_knn

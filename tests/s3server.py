@@ -21,6 +21,9 @@ def s3_server(bucket: str = "miner-test") -> Iterator[dict]:
         from moto.server import ThreadedMotoServer
     except ImportError:
         pytest.skip("moto[server] is not installed (pip install -e '.[test]')")
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
