@@ -272,12 +272,12 @@ def runs(tmp_path_factory):
             COMMON="--num-cpus 1 --object-store-memory 200000000 --disable-usage-stats"
             ray start --head --port $PORT --temp-dir "$T" --include-dashboard false $COMMON >"{base}/head.log" 2>&1
             ray start --address 127.0.0.1:$PORT $COMMON >"{base}/node.log" 2>&1
-            {ray_mine} {q(ex_args)} --out "{base}/ray/examples" >"{base}/examples.out" 2>"{base}/examples.err"
+            {ray_mine} {q(ex_args)} --chunk-size 2K --out "{base}/ray/examples" >"{base}/examples.out" 2>"{base}/examples.err"
             cp "{base}/ray/examples/manifest.json" "{base}/examples.manifest.json"
             python "{base}/killer.py" "{base}/killed.txt" & KILLER=$!
             {ray_mine} {q(wiki_args)} --out "{base}/ray/wiki" >"{base}/wiki.out" 2>"{base}/wiki.err"
             wait $KILLER
-            {ray_mine} {q(ex_args)} --out "{base}/ray/examples" >"{base}/rerun.out" 2>"{base}/rerun.err"
+            {ray_mine} {q(ex_args)} --chunk-size 2K --out "{base}/ray/examples" >"{base}/rerun.out" 2>"{base}/rerun.err"
             {ray_mine} {q(ex_args)} --out s3://miner-test/examples >"{base}/s3.out" 2>"{base}/s3.err"
             python -c "import sys, pyarrow.fs as f; fs, p = f.FileSystem.from_uri(sys.argv[1]); f.copy_files(p, sys.argv[2], source_filesystem=fs, destination_filesystem=f.LocalFileSystem())" s3://miner-test/examples "{base}/ray/s3-examples"
         """
@@ -310,6 +310,10 @@ def ray_runs(runs):
 
 
 def test_ray_run_matches_local_on_the_examples(ray_runs):
+    """The Ray run prepared the three inputs in 2 KiB pieces (a task each), the local
+    run one task per file: same shards, same bitext."""
+    staged = list((ray_runs / "ray" / "examples" / ".prepare").iterdir())
+    assert len(staged) >= 9, staged
     assert_same_bitext(ray_runs / "local" / "examples", ray_runs / "ray" / "examples")
     first = ray_runs / "examples.manifest.json"  # before the rerun below
     assert manifest_counts(ray_runs / "ray" / "examples", first) == \
