@@ -63,6 +63,23 @@ def _filesystem(scheme: str, bucket: str):
         return fs
 
 
+class _StoreErrors:
+    """Turn a store's OSError (network, credentials, a missing bucket) into one
+    MinerError line naming the URL; FileNotFoundError passes through (callers expect it)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if e is None or isinstance(e, (FileNotFoundError, MinerError)) or not isinstance(e, OSError):
+            return False
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise MinerError(f"{self.url}: storage error ({first})") from None
+
+
 class RemotePath:
     """A file or directory in a pyarrow filesystem, named by its URL.
 
@@ -137,7 +154,8 @@ class RemotePath:
         return _filesystem(self.scheme, self.key.split("/", 1)[0])
 
     def _info(self):
-        return self.fs.get_file_info(self.key)
+        with _StoreErrors(self.url):
+            return self.fs.get_file_info(self.key)
 
     def exists(self) -> bool:
         import pyarrow.fs as pafs
@@ -165,13 +183,18 @@ class RemotePath:
         return SimpleNamespace(st_size=info.size or 0, st_mtime=ns / 1e9, st_mtime_ns=ns)
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
-        self.fs.create_dir(self.key, recursive=True)
+        with _StoreErrors(self.url):
+            self.fs.create_dir(self.key, recursive=True)
+
+    def _list(self, selector) -> list:
+        with _StoreErrors(self.url):
+            return self.fs.get_file_info(selector)
 
     def iterdir(self) -> Iterator["RemotePath"]:
         import pyarrow.fs as pafs
 
         sel = pafs.FileSelector(self.key, allow_not_found=True, recursive=False)
-        for info in sorted(self.fs.get_file_info(sel), key=lambda i: i.path):
+        for info in sorted(self._list(sel), key=lambda i: i.path):
             yield RemotePath(f"{self.scheme}://{info.path}")
 
     def glob(self, pattern: str) -> Iterator["RemotePath"]:
@@ -180,7 +203,7 @@ class RemotePath:
 
         depth = pattern.count("/") + 1
         sel = pafs.FileSelector(self.key, allow_not_found=True, recursive=depth > 1)
-        for info in sorted(self.fs.get_file_info(sel), key=lambda i: i.path):
+        for info in sorted(self._list(sel), key=lambda i: i.path):
             rel = posixpath.relpath(info.path, self.key)
             if rel.count("/") + 1 == depth and fnmatch.fnmatchcase(rel, pattern):
                 yield RemotePath(f"{self.scheme}://{info.path}")
@@ -189,24 +212,27 @@ class RemotePath:
         import pyarrow.fs as pafs
 
         sel = pafs.FileSelector(self.key, allow_not_found=True, recursive=True)
-        for info in sorted(self.fs.get_file_info(sel), key=lambda i: i.path):
+        for info in sorted(self._list(sel), key=lambda i: i.path):
             if fnmatch.fnmatchcase(posixpath.basename(info.path), pattern):
                 yield RemotePath(f"{self.scheme}://{info.path}")
 
     def unlink(self, missing_ok: bool = False) -> None:
         try:
-            self.fs.delete_file(self.key)
+            with _StoreErrors(self.url):
+                self.fs.delete_file(self.key)
         except FileNotFoundError:
             if not missing_ok:
                 raise
 
     def rmdir(self) -> None:
-        self.fs.delete_dir(self.key)
+        with _StoreErrors(self.url):
+            self.fs.delete_dir(self.key)
 
     def rmtree(self) -> None:
         """Delete this directory and everything under it (no error if absent)."""
         if self.exists():
-            self.fs.delete_dir(self.key)
+            with _StoreErrors(self.url):
+                self.fs.delete_dir(self.key)
 
     # -- content -----------------------------------------------------------------------
     def open(self, mode: str = "r", encoding: str = "utf-8", newline=None) -> IO:
@@ -214,11 +240,13 @@ class RemotePath:
         (use ``miner.io.atomic_path`` for outputs that readers must never see half)."""
         if mode in ("rb", "r"):
             try:
-                raw = self.fs.open_input_file(self.key)
+                with _StoreErrors(self.url):
+                    raw = self.fs.open_input_file(self.key)
             except FileNotFoundError:
                 raise FileNotFoundError(self.url) from None
         elif mode in ("wb", "w"):
-            raw = self.fs.open_output_stream(self.key)
+            with _StoreErrors(self.url):
+                raw = self.fs.open_output_stream(self.key)
         else:
             raise ValueError(f"unsupported mode {mode!r}")
         if "b" in mode:
@@ -246,8 +274,10 @@ class RemotePath:
 
         # C++ copy: a Python exception cannot interrupt it between writing and closing
         # the stream (closing completes the upload, so that would publish a cut file)
-        pafs.copy_files(os.path.abspath(local), self.key,
-                        source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.fs)
+        with _StoreErrors(self.url):
+            pafs.copy_files(os.path.abspath(local), self.key,
+                            source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.fs)
 
 
 AnyPath = Union[Path, RemotePath]
@@ -287,7 +317,9 @@ def parquet_file(path, **kwargs):
 
     source, extra = _parquet_args(path)
     if extra:
-        return pq.ParquetFile(as_path(path).open("rb"), **kwargs)
+        f = as_path(path).open("rb")
+        with _StoreErrors(str(path)):
+            return pq.ParquetFile(f, **kwargs)
     return pq.ParquetFile(source, **kwargs)
 
 
@@ -296,7 +328,10 @@ def read_table(path, **kwargs):
     import pyarrow.parquet as pq
 
     source, extra = _parquet_args(path)
-    return pq.read_table(source, **extra, **kwargs)
+    if extra:
+        with _StoreErrors(str(path)):
+            return pq.read_table(source, **extra, **kwargs)
+    return pq.read_table(source, **kwargs)
 
 
 def local_copy(path, directory: Union[str, os.PathLike]) -> Path:

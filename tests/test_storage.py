@@ -85,3 +85,22 @@ def test_parquet_and_manifest_on_s3(s3):
 def test_an_unknown_scheme_is_one_clear_error():
     with pytest.raises(MinerError, match="not a storage location"):
         RemotePath("nosuch://bucket/x").exists()
+
+
+def test_a_missing_bucket_or_an_unreachable_store_is_one_error_line(s3, tmp_path):
+    with pytest.raises(MinerError, match=r"^s3://no-such-bucket/run/manifest.json: storage error"):
+        update_stage("s3://no-such-bucket/run", "prepare", {"finished": True})
+    import os
+    import subprocess
+    import sys
+
+    from conftest import EXAMPLES, REPO
+
+    env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"}  # nothing listens there
+    p = subprocess.run([sys.executable, "-m", "miner", "prepare", str(EXAMPLES / "articles" / "de.jsonl"),
+                        "--lang", "de", "--out", "s3://miner-test/unreachable"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().startswith("mine: error: s3://miner-test/unreachable/") and \
+        "storage error" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
