@@ -146,7 +146,8 @@ class InputPart:
 
     ``span`` is None for a whole file; for uncompressed text/JSONL (start byte, stop
     byte, number of its first line), for Parquet (first row group, stop row group,
-    number of its first row). Pieces keep the documents' line/row numbers (their
+    number of its first row), for a multistream dump (start byte, stop byte, 0): the
+    bzip2 streams that begin there. Pieces keep the documents' line/row numbers (their
     ``doc_id``) and read in turn give exactly the documents of the whole file.
     """
 
@@ -162,7 +163,8 @@ def plan_parts(inputs: list[str], cfg: Config, executor: Optional[Executor] = No
                ) -> list[InputPart]:
     """The units of work for ``inputs``, in input order: one per file, or pieces of
     about ``cfg.prepare.chunk_size`` bytes for uncompressed text/JSONL (lines; not
-    ``--paragraphs``) and multi-row-group Parquet files bigger than that. The first
+    ``--paragraphs``), multi-row-group Parquet files and multistream bzip2 Wikipedia
+    dumps (``pages-articles-multistream.xml.bz2``, by stream) bigger than that. The first
     line number of each text piece comes from counting the newlines before it, one
     task per piece."""
     from miner.readers import compression_of, detect_format
@@ -175,11 +177,20 @@ def plan_parts(inputs: list[str], cfg: Config, executor: Optional[Executor] = No
     for path in inputs:
         size = as_path(path).stat().st_size
         fmt = (cfg.prepare.format or "auto").lower()
-        if size <= chunk or fmt in ("wiki", "wet", "warc"):
+        if size <= chunk or fmt in ("wet", "warc"):
             parts.append(InputPart(path))
             continue
         fmt = detect_format(path) if fmt == "auto" else fmt
-        if fmt == "parquet":
+        if fmt == "wiki":
+            from miner.readers.wiki import is_multistream
+
+            if compression_of(path) == "bz2" and is_multistream(path):
+                # pieces of bzip2 streams: each task finds its first stream itself
+                parts.extend(InputPart(path, (s, min(s + chunk, size), 0))
+                             for s in range(0, size, chunk))
+            else:  # one compressed stream cannot be entered in the middle
+                parts.append(InputPart(path))
+        elif fmt == "parquet":
             parts.extend(_parquet_parts(path, chunk))
         elif fmt in ("text", "jsonl") and compression_of(path) is None and not (
                 fmt == "text" and cfg.prepare.paragraphs):

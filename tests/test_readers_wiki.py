@@ -136,3 +136,61 @@ def test_malformed_xml_is_an_error(tmp_path):
     path.write_text("<mediawiki><page><title>x</title><ns>0</ns><<<</page>" + "x" * 10 + "</mediawiki>")
     with pytest.raises(MinerError, match="malformed XML"):
         list(read_wiki(path))
+
+
+# -- multistream dumps in pieces ---------------------------------------------------------
+
+def make_multistream(target: Path, pages_per_stream: int = 20, max_pages: int = 1000) -> Path:
+    """A ``pages-articles-multistream.xml.bz2`` the way Wikipedia builds one, from the
+    real enwiki excerpt: the header in the first bzip2 stream, then a stream per
+    ``pages_per_stream`` pages, then ``</mediawiki>`` in a stream of its own."""
+    xml = bz2.decompress(ENWIKI[0].read_bytes()).decode("utf-8")
+    head, rest = xml.split("  <page>", 1)
+    pages = ["  <page>" + p for p in rest.split("  <page>")][:max_pages]
+    pages[-1] = pages[-1].split("</mediawiki>")[0]
+    streams = [head] + ["".join(pages[i:i + pages_per_stream])
+                        for i in range(0, len(pages), pages_per_stream)] + ["</mediawiki>\n"]
+    target.write_bytes(b"".join(bz2.compress(s.encode("utf-8")) for s in streams))
+    return target
+
+
+@needs_data
+def test_pieces_of_a_multistream_dump_read_as_the_whole_dump(tmp_path):
+    """Byte ranges cut anywhere give, piece after piece, exactly the whole dump's
+    articles; cuts inside a stream belong to the piece where the stream starts."""
+    import random
+
+    from miner.readers.wiki import is_multistream
+
+    path = make_multistream(tmp_path / "enwiki-multistream.xml.bz2")
+    assert is_multistream(path) and not is_multistream(ENWIKI[0])
+    whole = [(d.doc_id, d.text, d.url_or_title) for d in read_wiki(path)]
+    assert len(whole) > 20
+    size = path.stat().st_size
+    rng = random.Random(1)
+    for cuts in ([0, 1, 2, size], sorted({0, size, *rng.sample(range(1, size), 9)})):
+        got = []
+        for start, stop in zip(cuts, cuts[1:]):
+            got.extend((d.doc_id, d.text, d.url_or_title) for d in read_wiki(path, (start, stop, 0)))
+        assert got == whole
+
+
+@needs_data
+def test_prepare_cuts_a_multistream_dump_into_tasks_with_the_same_shards(tmp_path):
+    from miner.config import Config
+    from miner.executor import LocalExecutor
+    from miner.prepare import plan_parts, prepare
+
+    path = str(make_multistream(tmp_path / "enwiki-multistream.xml.bz2"))
+    whole, pieces = Config(shard_size=500), Config(shard_size=500)
+    pieces.prepare.chunk_size = "64K"
+    parts = plan_parts([path], pieces)
+    assert len(parts) > 3 and all(p.span is not None for p in parts)
+    assert [p.span is None for p in plan_parts([str(ENWIKI[0])], pieces)] == [True]  # one stream
+    a = prepare(whole, [path], ["en"], tmp_path / "whole", LocalExecutor(1))
+    b = prepare(pieces, [path], ["en"], tmp_path / "pieces", LocalExecutor(2))
+    assert a == b and a["en"]["kept"] > 500
+    names = sorted(p.name for p in (tmp_path / "whole" / "sentences" / "en").iterdir())
+    for name in names:
+        assert (tmp_path / "whole" / "sentences" / "en" / name).read_bytes() == \
+            (tmp_path / "pieces" / "sentences" / "en" / name).read_bytes(), name

@@ -150,7 +150,7 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None,
     ``fmt`` is one of FORMATS or ``"auto"`` (default: ``cfg.prepare.format``);
     ``cfg`` is a ``miner.config.Config`` (default settings if None); ``span`` names a
     piece of the file (``miner.prepare.plan_parts``: text/JSONL byte ranges, Parquet
-    row groups).
+    row groups, multistream bzip2 dumps by stream).
     """
     from miner.config import Config
 
@@ -159,12 +159,12 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None,
     fmt = (fmt or cfg.prepare.format or "auto").lower()
     if fmt == "auto":
         fmt = detect_format(path)
-    if span is not None and fmt not in ("text", "jsonl", "parquet"):
+    if span is not None and fmt not in ("text", "jsonl", "parquet", "wiki"):
         raise ValueError(f"{fmt} files are read whole, not in pieces")
     if fmt == "wiki":
         from miner.readers.wiki import read_wiki
 
-        return read_wiki(path)
+        return read_wiki(path, span=span)
     if fmt in ("wet", "warc"):
         from miner.readers.warc import read_warc
 

@@ -62,14 +62,25 @@ _MAGIC_WORD = re.compile(r"__[A-ZÀ-ÿ_]+__")
 _RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref|'''|thumb\||^\s*[|!]|<[a-zA-Z/!][^>]*>")
 
 
-def read_wiki(path: str | Path) -> Iterator[Document]:
+def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
+              ) -> Iterator[Document]:
     """Yield namespace-0, non-redirect articles of a MediaWiki XML dump as Documents.
 
     ``meta`` holds ``page_id``, ``rev_id`` and ``title``; ``doc_id`` is the page id.
+    ``span`` = (start byte, stop byte, _): only the pages of the bzip2 streams of a
+    multistream dump that start in [start, stop) (see ``multistream_chunks``); pieces
+    read in turn give exactly the articles of the whole file.
     """
     path = as_path(path)
     file_ns, cat_ns = set(FILE_NAMESPACES), set(CATEGORY_NAMESPACES)
-    for page in iter_pages(path, file_ns, cat_ns):
+    chunks = None
+    if span is not None:
+        # the localised namespace names are in the dump's first stream, which only the
+        # first piece reads: every piece takes them from there first
+        for _ in iter_pages(path, file_ns, cat_ns, chunks=_first_stream(path), piece=True):
+            pass
+        chunks = multistream_chunks(path, span[0], span[1])
+    for page in iter_pages(path, file_ns, cat_ns, chunks=chunks, piece=span is not None):
         if page.get("ns", "0") != "0" or page.get("redirect"):
             continue
         wikitext = page.get("text") or ""
@@ -84,63 +95,82 @@ def read_wiki(path: str | Path) -> Iterator[Document]:
                              "title": title})
 
 
+def _file_chunks(path) -> Iterator[bytes]:
+    """The decompressed bytes of a whole file, a block at a time."""
+    with open_binary(path) as f:
+        while True:
+            chunk = f.read(CHUNK)
+            if not chunk:
+                return
+            yield chunk
+
+
 def iter_pages(path: Path, file_ns: Optional[set] = None,
-               cat_ns: Optional[set] = None) -> Iterator[dict]:
+               cat_ns: Optional[set] = None, chunks: Optional[Iterable[bytes]] = None,
+               piece: bool = False) -> Iterator[dict]:
     """Yield each complete ``<page>`` as a dict (title, ns, id, rev_id, redirect, text).
 
     Localised file and category namespace names from ``<siteinfo>`` are added to
     ``file_ns`` and ``cat_ns``. Malformed XML is a MinerError; a file that ends
-    inside a page logs one warning and stops.
+    inside a page logs one warning and stops. ``chunks``: the XML bytes to parse
+    (default: the whole decompressed file); ``piece``: they are a piece of the file,
+    which may be empty or hold the end of the dump alone.
     """
     parser = ET.XMLPullParser(events=("start", "end"))
     root = None
     in_page = False
     started = False
     wrapped = False
+    closed = False
+    chunks = iter(_file_chunks(path) if chunks is None else chunks)
     try:
-        with open_binary(path) as f:
-            while True:
-                try:
-                    chunk = f.read(CHUNK)
-                except DECOMPRESS_ERRORS as e:
-                    raise MinerError(f"{path}: corrupt compressed data ({e})") from None
-                if not chunk:
-                    break
-                if not started:
-                    stripped = chunk.lstrip(b"\xef\xbb\xbf \t\r\n")
-                    if not stripped:
-                        continue
-                    started = True
-                    if stripped.startswith(b"<page"):  # bare fragment: give it a root
-                        parser.feed(b"<mediawiki>")
-                        wrapped = True
-                    chunk = stripped
-                try:  # expat errors surface from read_events(), not feed()
-                    parser.feed(chunk)
-                    events = list(parser.read_events())
-                except ET.ParseError as e:
-                    raise MinerError(f"{path}: malformed XML ({_where(e)})") from None
-                for event, elem in events:
-                    tag = _local(elem.tag)
-                    if event == "start":
-                        if root is None:
-                            root = elem
-                        if tag == "page":
-                            in_page = True
-                        continue
-                    if tag == "namespace" and file_ns is not None:
-                        _add_namespace(elem, file_ns, cat_ns)
-                    elif tag == "page":
-                        in_page = False
-                        yield _page_dict(elem)
-                        root.clear()
-                    elif tag == "siteinfo":
-                        root.clear()
+        while True:
+            try:
+                chunk = next(chunks, b"")
+            except DECOMPRESS_ERRORS as e:
+                raise MinerError(f"{path}: corrupt compressed data ({e})") from None
+            if not chunk:
+                break
+            if not started:
+                stripped = chunk.lstrip(b"\xef\xbb\xbf \t\r\n")
+                if not stripped:
+                    continue
+                started = True
+                # a bare fragment (or a piece holding the dump's end alone): give it a root
+                if stripped.startswith(b"<page") or (piece and stripped.startswith(b"</mediawiki")):
+                    parser.feed(b"<mediawiki>")
+                    wrapped = True
+                chunk = stripped
+            try:  # expat errors surface from read_events(), not feed()
+                parser.feed(chunk)
+                events = list(parser.read_events())
+            except ET.ParseError as e:
+                raise MinerError(f"{path}: malformed XML ({_where(e)})") from None
+            for event, elem in events:
+                tag = _local(elem.tag)
+                if event == "start":
+                    if root is None:
+                        root = elem
+                    if tag == "page":
+                        in_page = True
+                    continue
+                if elem is root:
+                    closed = True
+                elif tag == "namespace" and file_ns is not None:
+                    _add_namespace(elem, file_ns, cat_ns)
+                elif tag == "page":
+                    in_page = False
+                    yield _page_dict(elem)
+                    root.clear()
+                elif tag == "siteinfo":
+                    root.clear()
     except UnicodeDecodeError as e:  # pragma: no cover - expat reports these as ParseError
         raise MinerError(f"{path}: not valid UTF-8 ({e.reason})") from None
     if not started:
+        if piece:
+            return
         raise MinerError(f"{path}: file is empty")
-    if wrapped:
+    if wrapped and not closed:
         try:
             parser.feed(b"</mediawiki>")
         except ET.ParseError:
@@ -148,6 +178,8 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
     try:
         parser.close()
     except ET.ParseError:
+        if piece and not in_page:
+            return  # pieces but the last end without </mediawiki>
         if in_page:
             log.warning("%s: ends in the middle of a page (truncated dump); "
                         "kept every complete page before the cut", path)
@@ -155,6 +187,101 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
             raise MinerError(f"{path}: not a MediaWiki XML dump") from None
         else:
             log.warning("%s: ends before the closing </mediawiki> (truncated dump)", path)
+
+
+# -- multistream bzip2 dumps in pieces -------------------------------------------------
+#
+# ``pages-articles-multistream.xml.bz2`` is many bzip2 streams end to end: the
+# <mediawiki>/<siteinfo> header, then 100 pages per stream, then </mediawiki>. A
+# stream starts with "BZh" + block size + the block magic 0x314159265359 ("1AY&SY"),
+# byte-aligned (blocks inside a stream are not), so a piece of the file finds its
+# first stream by searching for that magic and checking it decompresses.
+
+_STREAM_MAGIC = re.compile(rb"BZh[1-9]1AY&SY")
+
+
+def _stream_start(f, start: int, stop: int) -> Optional[int]:
+    """Offset of the first bzip2 stream beginning in [start, stop), or None."""
+    import bz2
+
+    pos = start
+    while pos < stop:
+        f.seek(pos)
+        block = f.read(min(CHUNK, stop - pos) + 9)
+        if not block:
+            return None
+        for m in _STREAM_MAGIC.finditer(block):
+            if pos + m.start() >= stop:
+                return None
+            try:  # an accidental match in compressed data would not decompress
+                f.seek(pos + m.start())
+                bz2.BZ2Decompressor().decompress(f.read(1 << 16))
+                return pos + m.start()
+            except (OSError, ValueError, EOFError):
+                continue
+        pos += max(len(block) - 9, 1)
+    return None
+
+
+def multistream_chunks(path, start: int, stop: int) -> Iterator[bytes]:
+    """Decompressed bytes of the bzip2 streams of ``path`` that begin in bytes
+    [start, stop), stream after stream."""
+    import bz2
+
+    from miner.readers import open_raw
+
+    with open_raw(path) as f:
+        pos = _stream_start(f, start, stop)
+        while pos is not None and pos < stop:
+            f.seek(pos)
+            d = bz2.BZ2Decompressor()
+            while not d.eof:
+                data = f.read(CHUNK)
+                if not data:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                out = d.decompress(data)
+                if out:
+                    yield out
+            end = f.tell() - len(d.unused_data)
+            f.seek(end)
+            pos = end if f.read(3).startswith(b"BZh") else None
+
+
+def _first_stream(path) -> Iterator[bytes]:
+    """The decompressed first stream of a multistream dump (its header)."""
+    import bz2
+
+    from miner.readers import open_raw
+
+    with open_raw(path) as f:
+        d = bz2.BZ2Decompressor()
+        while not d.eof:
+            data = f.read(1 << 16)
+            if not data:
+                return
+            yield d.decompress(data)
+
+
+def is_multistream(path) -> bool:
+    """True for a bzip2 file of several streams whose second one starts right after the
+    first (a Wikipedia ``-multistream`` dump: the first stream is the header)."""
+    import bz2
+
+    from miner.readers import open_raw
+
+    with open_raw(path) as f:
+        d = bz2.BZ2Decompressor()
+        try:
+            while not d.eof:
+                data = f.read(1 << 16)
+                if not data:
+                    return False
+                d.decompress(data)
+                if not d.eof and f.tell() > (64 << 20):  # a single huge stream
+                    return False
+        except (OSError, ValueError, EOFError):
+            return False
+        return d.unused_data[:3] == b"BZh" or (not d.unused_data and f.read(3) == b"BZh")
 
 
 def _where(err: ET.ParseError) -> str:
