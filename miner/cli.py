@@ -461,11 +461,10 @@ def bitext(directory, lang_pairs, config_file, report, **flags):
 @user_errors
 def report(directory, lang_pair):
     """Rebuild DIRECTORY/report.json and report.html from the manifest and the bitext."""
-    from pathlib import Path
-
     from miner.report import build_report
+    from miner.storage import as_path
 
     r = build_report(directory, lang_pair)
     for pair, p in r["pairs"].items():
         click.echo(f"{pair}: {p['counts'].get('kept', '?')} pairs kept")
-    click.echo(f"report written to {Path(directory) / 'report.html'}")
+    click.echo(f"report written to {as_path(directory) / 'report.html'}")

@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from miner.errors import MinerError
 from miner.io import atomic_open, atomic_path, write_json

@@ -332,15 +332,3 @@ def read_table(path, **kwargs):
         with _StoreErrors(str(path)):
             return pq.read_table(source, **extra, **kwargs)
     return pq.read_table(source, **kwargs)
-
-
-def local_copy(path, directory: Union[str, os.PathLike]) -> Path:
-    """``path`` itself if local, else a copy of it downloaded into ``directory``
-    (for libraries that only read local files, such as ``faiss.read_index``)."""
-    path = as_path(path)
-    if not isinstance(path, RemotePath):
-        return path
-    target = Path(directory) / path.name
-    with path.open("rb") as src, open(target, "wb") as dst:
-        shutil.copyfileobj(src, dst, 8 << 20)
-    return target

@@ -32,7 +32,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from miner.io import atomic_path
 from miner.storage import AnyPath, as_path, read_table

@@ -46,7 +46,7 @@ from miner.knn.index import (build_index, choose_index, factory_string, gpus_ava
                              write_index)
 from miner.knn.sharded import knn_partitions, mean_topk, plan_blocks, resolve_backend
 from miner.manifest import update_stage
-from miner.storage import AnyPath, as_path, parquet_file, read_table
+from miner.storage import as_path, parquet_file, read_table
 
 log = logging.getLogger(__name__)
 

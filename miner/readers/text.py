@@ -132,7 +132,6 @@ def read_parquet(path: str | Path, text_field: str = "text",
     """Documents of a Parquet file, read a batch of rows at a time; ``span`` is
     (first row group, stop row group, number of the first row) of a piece."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     path = as_path(path)
     try:
