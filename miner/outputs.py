@@ -40,8 +40,8 @@ from miner.errors import MinerError
 from miner.filters import FilterPipeline, LengthRatio
 from miner.io import atomic_open, atomic_path
 from miner.manifest import update_stage
-from miner.storage import as_path, parquet_file, read_table, rmtree
 from miner.score import SCORE_SCHEMA  # the layout `mine score` writes
+from miner.storage import as_path, parquet_file, read_table, rmtree
 
 log = logging.getLogger(__name__)
 

@@ -279,12 +279,16 @@ def runs(tmp_path_factory):
             wait $KILLER
             {ray_mine} {q(ex_args)} --chunk-size 2K --out "{base}/ray/examples" >"{base}/rerun.out" 2>"{base}/rerun.err"
             {ray_mine} {q(ex_args)} --out s3://miner-test/examples >"{base}/s3.out" 2>"{base}/s3.err"
-            python -c "import sys, pyarrow.fs as f; fs, p = f.FileSystem.from_uri(sys.argv[1]); f.copy_files(p, sys.argv[2], source_filesystem=fs, destination_filesystem=f.LocalFileSystem())" s3://miner-test/examples "{base}/ray/s3-examples"
+            {ray_mine} {q(ex_args)} --index ivf --out s3://miner-test/ivf >"{base}/ivf.out" 2>"{base}/ivf.err"
+            for run in examples ivf; do
+              python -c "import sys, pyarrow.fs as f; fs, p = f.FileSystem.from_uri(sys.argv[1]); f.copy_files(p, sys.argv[2], source_filesystem=fs, destination_filesystem=f.LocalFileSystem())" s3://miner-test/$run "{base}/ray/s3-$run"
+            done
         """
         cluster = subprocess.Popen(["unshare", "-n", "-p", "-f", "--mount-proc", "bash", "-c", script],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        for name, args in (("examples", ex_args), ("wiki", wiki_args)):
+        for name, args in (("examples", ex_args), ("wiki", wiki_args),
+                           ("ivf", [*ex_args, "--index", "ivf"])):
             p = mine_without_ray("run", *args, "--out", base / "local" / name)
             assert p.returncode == 0, p.stderr[-3000:]
     finally:
@@ -345,6 +349,16 @@ def test_ray_run_into_a_bucket_matches_local(ray_runs):
     assert manifest_counts(ray_runs / "ray" / "s3-examples") == \
         manifest_counts(ray_runs / "local" / "examples")
     assert "s3://miner-test/examples/bitext/de-en/" in (ray_runs / "s3.out").read_text()
+
+
+def test_ray_ivf_search_tasks_on_a_bucket_match_local(ray_runs):
+    """``--index ivf``: the driver trains the index and uploads it, one search task per
+    query shard reads it from the bucket (a node-local copy for faiss)."""
+    assert_same_bitext(ray_runs / "local" / "ivf", ray_runs / "ray" / "s3-ivf")
+    counts = manifest_counts(ray_runs / "ray" / "s3-ivf")
+    assert counts == manifest_counts(ray_runs / "local" / "ivf")
+    assert counts["knn/de-en"]["fwd"]["index"] == "ivf" and counts["knn/de-en"]["fwd"]["shards"] > 1
+    assert not any("/.index/" in str(p) for p in (ray_runs / "ray" / "s3-ivf").rglob("*"))
 
 
 def test_ray_run_survives_a_worker_killed_during_embed(ray_runs):
