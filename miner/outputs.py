@@ -40,7 +40,7 @@ from miner.errors import MinerError
 from miner.filters import FilterPipeline, LengthRatio
 from miner.io import atomic_open, atomic_path
 from miner.manifest import update_stage
-from miner.score import SCORE_SCHEMA  # the layout `mine score` writes
+from miner.score import SCORE_SCHEMA, scores_dir  # the layout `mine score` writes
 from miner.storage import as_path, parquet_file, read_table, rmtree
 
 log = logging.getLogger(__name__)
@@ -52,10 +52,6 @@ BITEXT_SCHEMA = pa.schema([SCORE_SCHEMA.field(n) for n in (
     "src_lid_prob", "tgt_lid_prob")])
 BATCH_ROWS = 65_536
 MAX_CARD_SOURCES = 20  # sources listed in the data card, most used first
-
-
-def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return as_path(out_dir) / "scores" / f"{src}-{tgt}"
 
 
 def bitext_dir(out_dir: str | Path, src: str, tgt: str) -> Path:

@@ -81,7 +81,10 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
                                        for part in parts}
     results = run_tasks(tasks, cfg, langs, executor)
     counts = merge_counts(*(results[p]["counts"] for p in tasks))
-    in_order = [results[part] for path in inputs for part in parts if part.path == path]
+    by_path: dict[str, list[dict]] = {}
+    for part in parts:  # parts are in input order already
+        by_path.setdefault(part.path, []).append(results[part])
+    in_order = [r for path in inputs for r in by_path[path]]
     dedup_counts, files = write_shards(in_order, langs, out_dir / "sentences", cfg.shard_size)
     counts = merge_counts(counts, dedup_counts)
     counts = {lang: {r: counts.get(lang, {}).get(r, 0) for r in REASONS} for lang in langs}

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from miner.config import Config
 from miner.errors import MinerError
+from miner.embed.stage import sentence_shards
 from miner.executor import Executor, LocalExecutor
 from miner.io import atomic_path
 from miner.knn.stage import knn_dir, knn_shards, read_knn_shard
@@ -100,13 +101,6 @@ def score_arrays(fwd: dict, bwd: dict, margin: str, retrieval: str) -> Candidate
     bwd_rows = neighbour_rows(fwd["ids"], bwd["nbr_ids"], bwd["nbr_sims"])  # target -> source
     return retrieve(fwd["nbr_sims"], fwd_rows, bwd["nbr_sims"], bwd_rows, margin=margin,
                     retrieval=retrieval, fwd_mean=fwd["mean"], bwd_mean=bwd["mean"])
-
-
-def sentence_shards(out_dir: Path, lang: str) -> list[Path]:
-    parts = sorted((as_path(out_dir) / "sentences" / lang).glob("part-*.parquet"))
-    if not parts:
-        raise MinerError(f"{as_path(out_dir) / 'sentences' / lang}: no sentence shards")
-    return parts
 
 
 def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
@@ -303,9 +297,12 @@ def _sentence_rows(out_dir: Path, lang: str, knn_ids: np.ndarray, rows: np.ndarr
 
 def _side_jobs(shards: list[Path], shard_of: np.ndarray, local: np.ndarray
                ) -> list[GatherJob]:
+    # one stable sort groups the candidate positions by shard, ascending within each
+    order = np.argsort(shard_of, kind="stable").astype(np.int64)
+    bounds = np.searchsorted(shard_of[order], np.arange(len(shards) + 1))
     jobs = []
     for i, path in enumerate(shards):
-        positions = np.flatnonzero(shard_of == i).astype(np.int64)
+        positions = order[bounds[i]:bounds[i + 1]]
         if len(positions):
             jobs.append(GatherJob(str(path), positions, local[positions].astype(np.int64)))
     return jobs
