@@ -119,7 +119,7 @@ def run_sampled(cmd, env, seconds=0):
 
 def memory(rows, d, k, max_memory, shard_size, backend, keep, seconds):
     from miner.config import parse_memory
-    from miner.embed.shards import EmbeddingMeta, write_embedding_shard
+    from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard
 
     tmp = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="knn-bench-"))
     rng = np.random.default_rng(1)

@@ -3,7 +3,7 @@
 Builds n source and n target sentences with k stored neighbours each (random ids,
 similarities with a realistic spread), then times in one run:
 
-- miner: the vectorised margin + max retrieval (``miner.score.score_arrays``), and the
+- miner: the vectorised margin + max retrieval (``miner.margin.retrieve``), and the
   whole ``mine score`` stage (neighbour Parquet in, scored candidates with provenance out);
 - LASER style: ``score_candidates`` as in LASER's mine_bitexts.py (a Python loop over
   every candidate computing its margin), argmax per row, then the greedy max-retrieval

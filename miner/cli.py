@@ -5,13 +5,15 @@ stderr and exit 2.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import sys
 
 import click
 
-from miner.config import Config
+from miner.config import (EMBED_DTYPES, ENCODERS, EXECUTORS, FORMAT_CHOICES, INDEX_KINDS,
+                           KNN_BACKENDS, MARGINS, RETRIEVALS, Config)
 from miner.errors import MinerError
 
 
@@ -34,11 +36,24 @@ def user_errors(fn):
     return wrapper
 
 
+@contextlib.contextmanager
+def run_folder(directory, create: bool = False):
+    """Hold the lock of the run folder a command writes into (miner.runlock) and clear
+    the temporary files a killed run left there. ``create``: make a missing folder
+    (else a missing folder is left to the stage to report)."""
+    from miner.runlock import RunLock, cleanup_temp
+
+    with RunLock(directory, create=create):
+        cleanup_temp(directory)
+        yield
+
+
 def build_config(config_file: str | None, **flags) -> Config:
-    """A Config from an optional TOML file, then the flags that were given on top."""
+    """A Config from an optional TOML file, then the flags that were given on top,
+    checked whole (``Config.validate``) before any stage runs."""
     cfg = Config.from_toml(config_file) if config_file else Config()
     cfg.update({k: v for k, v in flags.items() if v is not None and v != ()})
-    return cfg
+    return cfg.validate()
 
 
 @click.group()
@@ -56,7 +71,7 @@ def _executor_options(fn):
     """--executor and --ray-address: where a stage's tasks run (miner.executor)."""
     fn = click.option("--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 "
                       "(with --executor ray).")(fn)
-    return click.option("--executor", type=click.Choice(["local", "ray"]),
+    return click.option("--executor", type=click.Choice(EXECUTORS),
                         help="Where the tasks run: this machine or a Ray cluster [local].")(fn)
 
 
@@ -65,16 +80,16 @@ def _mining_options(fn):
     options = [
         click.option("--config", "config_file", type=click.Path(dir_okay=False),
                      help="TOML file with settings (same names as the flags)."),
-        click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]),
+        click.option("--encoder", type=click.Choice(ENCODERS),
                      help="Sentence encoder [muse]."),
         click.option("--model", help="Model id or path (sentence-transformers)."),
         click.option("--batch-size", type=int, help="Sentences per encoder batch."),
         click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4]."),
-        click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]),
+        click.option("--margin", type=click.Choice(MARGINS),
                      help="Margin function [ratio]."),
-        click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]),
+        click.option("--retrieval", type=click.Choice(RETRIEVALS),
                      help="Candidate retrieval [max]."),
-        click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]),
+        click.option("--knn-backend", type=click.Choice(KNN_BACKENDS),
                      help="kNN implementation [auto]."),
         click.option("--shard-size", type=int, help="Rows per shard."),
     ]
@@ -217,7 +232,7 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Output directory: sentences/{lang}/part-*.parquet and manifest.json.")
 @click.option("--format", "format_", default=None,
-              type=click.Choice(["auto", "wiki", "wet", "warc", "text", "jsonl", "parquet"]),
+              type=click.Choice(FORMAT_CHOICES),
               help="Input format (default: from the file name and magic bytes).")
 @click.option("--paragraphs", is_flag=True, default=None,
               help="Plain text: documents are blank-line-separated blocks, not lines.")
@@ -250,9 +265,10 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
     cfg = build_config(config_file, format=format_, lid_threshold=default, **flags)
     if per_lang:
         cfg.prepare.lid_thresholds = {**cfg.prepare.lid_thresholds, **per_lang}
+        cfg.validate()
     from miner.executor import executor_for
 
-    with executor_for(cfg) as executor:
+    with run_folder(out_dir, create=True), executor_for(cfg) as executor:
         counts = run_prepare(cfg, list(inputs), list(langs), out_dir, executor)
     for lang, c in counts.items():
         click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
@@ -264,11 +280,11 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--lang", "langs", multiple=True, required=True, help="Language(s) to embed.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]), help="[muse]")
+@click.option("--encoder", type=click.Choice(ENCODERS), help="[muse]")
 @click.option("--model", help="Model id or path (sentence-transformers).")
 @click.option("--batch-size", type=int, help="Sentences per encoder batch.")
 @click.option("--device", help="auto | cpu | cuda | cuda:N [auto].")
-@click.option("--embed-dtype", type=click.Choice(["float16", "float32"]),
+@click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES),
               help="Storage dtype of the embeddings [float16].")
 @_executor_options
 @user_errors
@@ -282,7 +298,7 @@ def embed(directory, langs, config_file, **flags):
 
     cfg = build_config(config_file, **flags)
     e = cfg.embed
-    with executor_for(cfg) as executor:
+    with run_folder(directory), executor_for(cfg) as executor:
         encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size) \
             if executor.name == "local" else None  # cluster workers load their own
         for lang in langs:
@@ -297,10 +313,10 @@ def embed(directory, langs, config_file, **flags):
               help="Language pair, e.g. de-en (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("-k", "--k", "k", type=int, help="Neighbours per sentence [4].")
-@click.option("--index", type=click.Choice(["flat", "ivf", "ivfpq", "auto"]),
+@click.option("--index", type=click.Choice(INDEX_KINDS),
               help="flat (exact) | ivf | ivfpq | auto (by size) [flat].")
 @click.option("--nprobe", type=int, help="Inverted lists visited per query (ivf, ivfpq) [64].")
-@click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]),
+@click.option("--knn-backend", type=click.Choice(KNN_BACKENDS),
               help="Exact search implementation [auto].")
 @click.option("--max-memory", help="Memory budget of the search blocks, e.g. 8G [8G].")
 @_executor_options
@@ -314,7 +330,7 @@ def knn(directory, lang_pairs, config_file, **flags):
     from miner.executor import executor_for
 
     cfg = build_config(config_file, **flags)
-    with executor_for(cfg) as executor:
+    with run_folder(directory), executor_for(cfg) as executor:
         counts = {p: run_knn(cfg, directory, *(normalize_lang(x) for x in parse_pair(p)),
                              executor) for p in lang_pairs}
     for p, c in counts.items():
@@ -330,8 +346,8 @@ def knn(directory, lang_pairs, config_file, **flags):
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.option("--pair", "lang_pairs", multiple=True, required=True, help="e.g. de-en.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")
-@click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]), help="[max]")
+@click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
+@click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
 @click.option("--shard-size", type=int, help="Rows per output part.")
 @_executor_options
 @user_errors
@@ -343,7 +359,7 @@ def score(directory, lang_pairs, config_file, **flags):
     from miner.score import run_score
 
     cfg = build_config(config_file, **flags)
-    with executor_for(cfg) as executor:
+    with run_folder(directory), executor_for(cfg) as executor:
         for p in lang_pairs:
             src, tgt = (normalize_lang(x) for x in parse_pair(p))
             # a local process pool loses to one process here (docs/mining.md)
@@ -358,21 +374,21 @@ def score(directory, lang_pairs, config_file, **flags):
               help="TOML file with inputs, pairs, out and any stage setting.")
 @click.option("--pair", "pairs", multiple=True, help="Language pair, e.g. de-en (repeatable).")
 @click.option("--out", help="Output directory [work].")
-@click.option("--encoder", type=click.Choice(["muse", "sentence-transformers"]), help="[muse]")
+@click.option("--encoder", type=click.Choice(ENCODERS), help="[muse]")
 @click.option("--model", help="Model id or path (sentence-transformers).")
 @click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4].")
-@click.option("--margin", type=click.Choice(["ratio", "distance", "absolute"]), help="[ratio]")
-@click.option("--retrieval", type=click.Choice(["max", "intersect", "fwd", "bwd"]), help="[max]")
+@click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
+@click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
 @click.option("--threshold", type=float, help="Margin threshold for the bitext.")
-@click.option("--index", type=click.Choice(["flat", "ivf", "ivfpq", "auto"]), help="[flat]")
-@click.option("--knn-backend", type=click.Choice(["auto", "faiss", "torch", "triton", "numpy"]))
+@click.option("--index", type=click.Choice(INDEX_KINDS), help="[flat]")
+@click.option("--knn-backend", type=click.Choice(KNN_BACKENDS))
 @click.option("--max-memory", help="Memory budget of kNN blocks, e.g. 8G.")
 @click.option("--shard-size", type=int, help="Rows per shard.")
 @click.option("--chunk-size", help="Prepare bigger text/JSONL/Parquet inputs in pieces of this size [256M].")
 @click.option("--min-chars", type=int, help="Shortest sentence kept [10].")
 @click.option("--max-chars", type=int, help="Longest sentence kept [500].")
 @click.option("--no-lid", is_flag=True, default=None, help="Skip language identification.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where stages run [local].")
+@click.option("--executor", type=click.Choice(EXECUTORS), help="Where stages run [local].")
 @click.option("--ray-address", help="Ray cluster address (with --executor ray).")
 @click.option("--show", type=int, default=0, help="Print this many of the best pairs per pair.")
 @user_errors
@@ -383,11 +399,7 @@ def run(inputs, config_file, pairs, show, **flags):
     """
     from miner.pipeline import run_pipeline
 
-    cfg = build_config(config_file, **flags)
-    if inputs:
-        cfg.inputs = list(inputs)
-    if pairs:
-        cfg.pairs = list(pairs)
+    cfg = build_config(config_file, inputs=inputs, pairs=pairs, **flags)
     summary = run_pipeline(cfg, progress=lambda msg: click.echo(msg, err=True))
     for pair, counts in summary["pairs"].items():
         kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
@@ -443,16 +455,17 @@ def bitext(directory, lang_pairs, config_file, report, **flags):
     pairs = list(lang_pairs) or cfg.pairs
     if not pairs:
         raise MinerError("no language pair given (--pair de-en)")
-    for p in pairs:
-        src, tgt = (normalize_lang(x) for x in parse_pair(p))
-        c = write_bitext(cfg, directory, src, tgt)
-        dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items())
-        click.echo(f"bitext {src}-{tgt}: {c['kept']} of {c['candidates']} pairs kept "
-                   f"({dropped}) -> {bitext_dir(directory, src, tgt)}/")
-    if report:
-        from miner.report import build_report
+    with run_folder(directory):
+        for p in pairs:
+            src, tgt = (normalize_lang(x) for x in parse_pair(p))
+            c = write_bitext(cfg, directory, src, tgt)
+            dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items())
+            click.echo(f"bitext {src}-{tgt}: {c['kept']} of {c['candidates']} pairs kept "
+                       f"({dropped}) -> {bitext_dir(directory, src, tgt)}/")
+        if report:
+            from miner.report import build_report
 
-        build_report(directory)
+            build_report(directory)
 
 
 @main.command()
@@ -464,7 +477,8 @@ def report(directory, lang_pair):
     from miner.report import build_report
     from miner.storage import as_path
 
-    r = build_report(directory, lang_pair)
+    with run_folder(directory):
+        r = build_report(directory, lang_pair)
     for pair, p in r["pairs"].items():
         click.echo(f"{pair}: {p['counts'].get('kept', '?')} pairs kept")
     click.echo(f"report written to {as_path(directory) / 'report.html'}")

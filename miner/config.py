@@ -25,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field, fields
@@ -37,6 +39,19 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from miner.errors import MinerError
+
+# The choices of every setting that has a fixed set, defined once: the stage modules
+# (readers, encoders, knn, margin, executor) and the CLI's click.Choice lists use these.
+FORMATS = ("wiki", "wet", "warc", "text", "jsonl", "parquet")  # input readers
+FORMAT_CHOICES = ("auto",) + FORMATS  # prepare.format: auto detects from name and bytes
+ENCODERS = ("muse", "sentence-transformers")
+ENCODER_ALIASES = ("st",)  # load_encoder also takes "st" for sentence-transformers
+EMBED_DTYPES = ("float16", "float32")
+INDEX_KINDS = ("flat", "ivf", "ivfpq", "auto")
+KNN_BACKENDS = ("auto", "faiss", "torch", "triton", "numpy")
+MARGINS = ("ratio", "distance", "absolute")
+RETRIEVALS = ("max", "intersect", "fwd", "bwd")
+EXECUTORS = ("local", "ray")
 
 
 @dataclass
@@ -153,6 +168,10 @@ class Config:
         # relative input paths are relative to the config file
         base = path.parent
         cfg.inputs = [p if Path(p).is_absolute() else str(base / p) for p in cfg.inputs]
+        try:
+            cfg.validate()
+        except MinerError as e:
+            raise MinerError(f"{path}: {e}") from None
         return cfg
 
     def update(self, values: dict[str, Any]) -> "Config":
@@ -195,6 +214,85 @@ class Config:
         """``["de-en"]`` -> ``[("de", "en")]``, with a clear error on a malformed pair."""
         return [parse_pair(p) for p in self.pairs]
 
+    # -- checking -------------------------------------------------------------
+
+    def validate(self) -> "Config":
+        """Check every setting (type, range, choice) before any stage runs.
+
+        The first bad setting is a MinerError of one line naming it, its value and what
+        is allowed. Returns the Config. Called by ``from_toml`` and the CLI once the
+        flags are applied.
+        """
+        for obj in (self, *(getattr(self, s) for s in _SECTIONS)):
+            _check_types(obj)
+        if not self.out.strip():
+            _bad("out", self.out, "a directory path or URL")
+        _check_pairs(self.pairs)
+        _at_least("shard_size", self.shard_size, 1)
+        _choice("executor", self.executor, EXECUTORS)
+        _at_least("seed", self.seed, 0)
+
+        p = self.prepare
+        _choice("format", p.format, FORMAT_CHOICES)
+        if not p.text_field:
+            _bad("text_field", p.text_field, "a field name")
+        if p.id_field is not None and not p.id_field:
+            _bad("id_field", p.id_field, "a field name")
+        _at_least("min_chars", p.min_chars, 0)
+        if p.max_chars <= p.min_chars:
+            _bad("max_chars", p.max_chars, f"an integer > min_chars ({p.min_chars})")
+        _probability("lid_threshold", p.lid_threshold)
+        from miner.lid import normalize_lang
+
+        for lang, value in p.lid_thresholds.items():
+            try:
+                normalize_lang(lang)
+            except MinerError:
+                _bad("lid_thresholds", lang, "language codes like de or deu as keys")
+            _probability(f"lid_thresholds[{lang}]", value)
+        _at_least("workers", p.workers, 0, "(0: number of cores)")
+        _size("chunk_size", p.chunk_size)
+
+        e = self.embed
+        _choice("encoder", e.encoder, ENCODERS, ENCODER_ALIASES)
+        if e.encoder == "muse" and e.model:
+            _bad("model", e.model, "no model with encoder muse (use encoder sentence-transformers)")
+        if e.encoder != "muse" and not e.model:
+            _bad("model", e.model, f"a model id or path with encoder {e.encoder}")
+        _at_least("batch_size", e.batch_size, 1)
+        if not _DEVICE.fullmatch(e.device):
+            _bad("device", e.device, "auto, cpu, cuda, cuda:N or mps")
+        _choice("embed_dtype", e.embed_dtype, EMBED_DTYPES)
+
+        k = self.knn
+        _at_least("k", k.k, 1)
+        _choice("index", k.index, INDEX_KINDS)
+        _at_least("nprobe", k.nprobe, 1)
+        _choice("knn_backend", k.knn_backend, KNN_BACKENDS)
+        _size("max_memory", k.max_memory)
+
+        s = self.score
+        _choice("margin", s.margin, MARGINS)
+        _choice("retrieval", s.retrieval, RETRIEVALS)
+        if s.threshold is not None and not math.isfinite(s.threshold):
+            _bad("threshold", s.threshold, "a finite number")
+
+        f = self.filters
+        for name in ("min_length_ratio", "max_length_ratio"):
+            value = getattr(f, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                _bad(name, value, "a number > 0")
+        if (f.min_length_ratio is not None and f.max_length_ratio is not None
+                and f.min_length_ratio > f.max_length_ratio):
+            _bad("min_length_ratio", f.min_length_ratio,
+                 f"a number <= max_length_ratio ({f.max_length_ratio})")
+        _probability("lid_agreement_min_prob", f.lid_agreement_min_prob)
+        _probability("lid_agreement_min_expected", f.lid_agreement_min_expected)
+        _at_least("number_min_digits", f.number_min_digits, 1)
+        if f.max_pairs_per_doc is not None:
+            _at_least("max_pairs_per_doc", f.max_pairs_per_doc, 1, "(or unset: no cap)")
+        return self
+
 
 def parse_pair(pair: str) -> tuple[str, str]:
     """``"de-en"`` -> ``("de", "en")``."""
@@ -212,8 +310,103 @@ def parse_memory(text: str) -> int:
         if text and text[-1] in units:
             return int(float(text[:-1]) * units[text[-1]])
         return int(text)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "infG"
         raise MinerError(f"bad memory size {text!r}: expected e.g. 512M or 8G") from None
+
+
+# -- checks of Config.validate: each raises one line naming setting, value, what is allowed
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _bad(name: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise MinerError(f"setting {name} = {value!r}: expected {allowed}")
+
+
+def _at_least(name: str, value: int, low: int, note: str = "") -> None:
+    if value < low:
+        _bad(name, value, f"an integer >= {low}" + (f" {note}" if note else ""))
+
+
+def _probability(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        _bad(name, value, "a probability between 0 and 1")
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...], also: tuple[str, ...] = ()) -> None:
+    if value not in choices and value not in also:
+        _bad(name, value, f"one of {', '.join(choices)}")
+
+
+def _size(name: str, value: str) -> None:
+    try:
+        n = parse_memory(value)
+    except MinerError:
+        _bad(name, value, "a size like 512M or 8G (K, M, G, T or bytes)")
+    if n < 1:
+        _bad(name, value, "a size > 0 like 512M or 8G")
+
+
+def _check_pairs(pairs: list[str]) -> None:
+    """Each pair two known, different languages (after ``normalize_lang``: ``de-deu`` is
+    one language twice), each pair once (``de-en`` and ``deu-eng`` are the same)."""
+    from miner.lid import known_lang
+
+    seen: dict[tuple[str, str], str] = {}
+    for pair in pairs:
+        try:
+            src, tgt = parse_pair(pair)
+        except MinerError:
+            _bad("pairs", pair, "two different language codes like de-en")
+        for code in (src, tgt):
+            try:
+                known_lang(code)
+            except MinerError:
+                _bad("pairs", pair, f"ISO 639 language codes like de-en ({code!r} is none)")
+        langs = known_lang(src), known_lang(tgt)
+        if langs[0] == langs[1]:
+            _bad("pairs", pair, f"two different languages ({src} and {tgt} are both {langs[0]})")
+        if langs in seen:
+            _bad("pairs", pair, f"each pair once (same as {seen[langs]!r})")
+        seen[langs] = pair
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:  # Optional[X]
+        return any(_type_ok(value, a) for a in args)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_type_ok(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_type_ok(k, args[0]) and _type_ok(v, args[1])
+                                               for k, v in value.items())
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        return " or ".join("unset" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return "a list of strings" if args[0] is str else f"a list of {args[0].__name__}"
+    if origin is dict:
+        return "a table of language = probability"
+    return {bool: "true or false", int: "an integer", float: "a number",
+            str: "a string"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_types(obj: Any) -> None:
+    """Each field of a dataclass holds a value of its declared type."""
+    for name, hint in typing.get_type_hints(type(obj)).items():
+        value = getattr(obj, name)
+        if not _type_ok(value, hint):
+            _bad(name, value, _type_name(hint))
 
 
 _SECTIONS = ("prepare", "embed", "knn", "score", "filters")

@@ -28,22 +28,24 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Any, Callable, Optional, Sequence
 
 from tqdm import tqdm
 
+from miner.config import EXECUTORS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
 
 log = logging.getLogger(__name__)
 
 RAY_INSTALL = "pip install 'miner[ray]'"
-EXECUTORS = ("local", "ray")
 
 
 class Executor:
     """The interface every executor implements (see the module docstring)."""
 
     name = "base"
+    distributed = False  # True when tasks may run on other machines (the runner reads it)
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, desc: str = "",
             num_cpus: float = 1, num_gpus: float = 0,
@@ -56,9 +58,10 @@ class Executor:
 
     def map_actors(self, make_worker: Callable[[], Callable[[Any], Any]], items: Sequence[Any],
                    *, desc: str = "", num_cpus: float = 1, num_gpus: float = 0,
-                   max_workers: Optional[int] = None) -> list:
+                   max_workers: Optional[int] = None,
+                   on_result: Optional[Callable[[Any, Any], None]] = None) -> list:
         """``worker = make_worker()`` once per worker, then ``worker(item)`` for each item;
-        results in input order."""
+        results in input order; ``on_result`` as for ``map``."""
         raise NotImplementedError
 
     def gpus(self) -> int:
@@ -76,6 +79,31 @@ class Executor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Process-pool initializer: on Linux, have the kernel SIGKILL this worker when its
+    parent dies (``prctl(PR_SET_PDEATHSIG)``), so that a killed ``mine`` leaves no
+    worker writing into its run folder; then exit at once if the parent already died
+    before that was set. A no-op elsewhere.
+
+    The signal follows the thread that started the worker: ``ProcessPoolExecutor``
+    starts them from the thread calling ``submit`` and stops them before it returns.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            log.debug("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError) as e:  # no libc, no prctl
+        log.debug("cannot set PR_SET_PDEATHSIG: %s", e)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _bar(total: int, desc: str):
@@ -113,7 +141,9 @@ class LocalExecutor(Executor):
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                     initializer=_die_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
                     i = futures[future]
@@ -124,7 +154,7 @@ class LocalExecutor(Executor):
         return results
 
     def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
-                   max_workers=None) -> list:
+                   max_workers=None, on_result=None) -> list:
         items = list(items)
         if not items:
             return []
@@ -133,6 +163,8 @@ class LocalExecutor(Executor):
         with _bar(len(items), desc) as bar:
             for item in items:
                 results.append(worker(item))
+                if on_result:
+                    on_result(item, results[-1])
                 bar.update(1)
         return results
 
@@ -189,6 +221,7 @@ class RayExecutor(Executor):
     """
 
     name = "ray"
+    distributed = True
 
     def __init__(self, address: Optional[str] = None, max_retries: int = 3):
         try:
@@ -251,7 +284,7 @@ class RayExecutor(Executor):
         return results
 
     def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
-                   max_workers=None) -> list:
+                   max_workers=None, on_result=None) -> list:
         items = list(items)
         if not items:
             return []
@@ -279,6 +312,8 @@ class RayExecutor(Executor):
                 for ref in done:
                     i, actor = running.pop(ref)
                     results[i] = self._get(ref)
+                    if on_result:
+                        on_result(items[i], results[i])
                     bar.update(1)
                     if queue:
                         j, item = queue.pop()

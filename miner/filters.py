@@ -496,11 +496,3 @@ class FilterPipeline:
         self.record(counts)
         return df, counts
 
-
-def log_ratio(src: Iterable[str], tgt: Iterable[str]) -> np.ndarray:
-    """log2 of the character length ratio src/tgt of each pair (for reports)."""
-    s = np.array([len(x) for x in src], dtype=np.float64)
-    t = np.array([len(x) for x in tgt], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log2(s / t)
-

@@ -19,7 +19,11 @@ from typing import IO, Iterator
 from miner.errors import MinerError
 
 # A line longer than this is not a sentence; reading it whole could exhaust memory.
-MAX_LINE_BYTES = 1 << 20
+# ``read_lines`` reads in text mode, so it counts characters (decoded str length).
+MAX_LINE_CHARS = 1 << 20
+# The same limit for readers that read raw bytes (``miner.readers.text._lines``), where
+# it really counts bytes.
+MAX_LINE_BYTES = MAX_LINE_CHARS
 
 
 def _umask() -> int:
@@ -114,14 +118,14 @@ def read_lines(path: str | os.PathLike) -> list[str]:
     """Read a one-item-per-line text file (plain or .gz) into a list of stripped lines.
 
     Raises MinerError naming the file on a missing or empty file, broken UTF-8, a
-    corrupt gzip stream or a line over ``MAX_LINE_BYTES``.
+    corrupt gzip stream or a line over ``MAX_LINE_CHARS`` characters.
     """
     lines: list[str] = []
     try:
         with open_text(path) as f:
-            for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_BYTES + 1), ""), 1):
-                if len(line) > MAX_LINE_BYTES:
-                    raise MinerError(f"{path}:{lineno}: line longer than {MAX_LINE_BYTES} characters")
+            for lineno, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_LINE_CHARS:
+                    raise MinerError(f"{path}:{lineno}: line longer than {MAX_LINE_CHARS} characters")
                 lines.append(line.rstrip("\r\n"))
     except UnicodeDecodeError as e:
         raise MinerError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None

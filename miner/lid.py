@@ -73,6 +73,19 @@ def normalize_lang(code: str) -> str:
     return code
 
 
+_NOT_LANGUAGES = {"und", "mul", "zxx", "mis"}  # undetermined, multiple, no content, uncoded
+
+
+def known_lang(code: str) -> str:
+    """``normalize_lang``, and a MinerError for a code that names no language: a
+    two-letter code that is not ISO 639-1 (``"xx"``) or ``und``/``mul``/``zxx``/``mis``.
+    (Three-letter codes are not checked against ISO 639-3.)"""
+    lang = normalize_lang(code)
+    if (len(lang) == 2 and lang not in _ISO1_TO_3) or lang in _NOT_LANGUAGES:
+        raise MinerError(f"unknown language code {code!r}: expected an ISO 639 code like de or deu")
+    return lang
+
+
 def to_iso3(code: str) -> str:
     """The ISO 639-3 (or macrolanguage) code of ``code``: ``"de"`` -> ``"deu"``."""
     code = normalize_lang(code)
@@ -108,7 +121,6 @@ class LanguageIdentifier:
         except ValueError as e:
             raise MinerError(f"{self.model_path}: not a fastText model ({e})") from None
         raw = self.model.predict("a", k=-1, threshold=-1.0)[0]
-        self.raw_labels = tuple(raw)
         # lid.176 labels carry no script; GlotLID/OpenLID ones do (deu_Latn)
         self._quirks = {} if any("_" in l[len("__label__"):] for l in raw) else _LID176_QUIRKS
         self._map = {}

@@ -1,28 +1,43 @@
-"""``DIR/manifest.json``: what each stage wrote, with counts, timings and config hash.
+"""``DIR/manifest.json``: what each stage recorded, the one memory of what is done.
 
-Layout::
+Layout (``miner.stage`` writes it through the runner)::
 
-    {"stages": {"prepare": {"config_hash": ..., "inputs": [...], "counts": {...},
-                            "seconds": ..., "finished": true}, ...}}
+    {"stages": {
+       "embed/de": {
+         "tasks": {"part-00000.parquet": {"fingerprint": "...",
+                                          "outputs": {"embeddings/de/part-00000.parquet":
+                                                      {"bytes": ..., "digest": ..., "rows": ...}},
+                                          "counts": {...}, "data": ...}, ...},
+         "finish": {"fingerprint": ..., "outputs": {...}, "counts": {...}},
+         "counts": {...}, "seconds": ..., "tasks_run": n, "tasks_skipped": m,
+         "finished": true},
+       ...},
+     "run": {"config": {...}, "timings": {...}}}
 
-Per-stage records are replaced whole and the file is rewritten atomically, so a
-crash leaves the previous manifest intact. Stages running in other processes
-report their counts back to the driver, which alone writes this file.
+The file is rewritten atomically, so a crash leaves the previous one intact. Only the
+driver writes it: tasks running elsewhere send their records back.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from miner.errors import MinerError
 from miner.io import write_json
 from miner.storage import AnyPath, as_path
 
+# task records are written at most this often (and always at the end of a stage):
+# a kill loses at most this much bookkeeping, i.e. a few tasks are redone
+FLUSH_SECONDS = 2.0
 
-def manifest_path(out_dir: str | Path) -> AnyPath:
-    return as_path(out_dir) / "manifest.json"
+
+def manifest_path(out_dir) -> AnyPath:
+    from miner.rundir import RunDir
+
+    return RunDir(out_dir).manifest
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any]:
@@ -33,7 +48,9 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MinerError(f"{path}: not valid JSON ({e})") from None
+        raise MinerError(f"{path}: not valid JSON ({e}); remove it to redo the run") from None
+    if not isinstance(data, dict):
+        raise MinerError(f"{path}: not a miner manifest; remove it to redo the run")
     data.setdefault("stages", {})
     return data
 
@@ -46,13 +63,73 @@ def update_stage(out_dir: str | Path, stage: str, record: dict[str, Any]) -> dic
     return data
 
 
+class Manifest:
+    """The manifest of a run held in memory by the runner and written through."""
+
+    def __init__(self, out_dir):
+        self.path = manifest_path(out_dir)
+        self.data = read_manifest(out_dir)
+        self._dirty = False
+        self._written = time.monotonic()
+        self._index: Optional[dict[str, dict]] = None
+
+    def stage(self, name: str) -> Optional[dict]:
+        return self.data["stages"].get(name)
+
+    def stage_outputs(self, name: str) -> Optional[set]:
+        """Every file stage ``name`` recorded (tasks and finishing pass), or None."""
+        rec = self.stage(name)
+        if not rec:
+            return None
+        files = set(rec.get("finish", {}).get("outputs", {}))
+        for t in rec.get("tasks", {}).values():
+            files.update(t.get("outputs", {}))
+        return files
+
+    def output(self, rel: str) -> Optional[dict]:
+        """The record (bytes, digest, rows) of a file some stage wrote, or None."""
+        if self._index is None:
+            self._index = {}
+            for rec in self.data["stages"].values():
+                for t in (*rec.get("tasks", {}).values(), rec.get("finish", {})):
+                    self._index.update(t.get("outputs", {}))
+        return self._index.get(rel)
+
+    def set_stage(self, name: str, record: dict) -> None:
+        self.data["stages"][name] = record
+        self._index = None
+        self._dirty = True
+
+    def set_task(self, stage: str, key: str, record: dict) -> None:
+        self.data["stages"].setdefault(stage, {"tasks": {}}).setdefault("tasks", {})[key] = record
+        self._index = None
+        self._dirty = True
+        if time.monotonic() - self._written >= FLUSH_SECONDS:
+            self.flush()
+
+    def set(self, key: str, value: Any) -> None:
+        """A top-level entry (``run``: the config and timings of the last run)."""
+        self.data[key] = value
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            write_json(self.path, self.data)
+            self._dirty = False
+        self._written = time.monotonic()
+
+
 def merge_counts(*counts: dict[str, Any]) -> dict[str, Any]:
-    """Add nested count dicts key by key (``{"de": {"kept": 3}}`` + ...)."""
+    """Add nested count dicts key by key (``{"de": {"kept": 3}}`` + ...); values that
+    are not numbers (an index kind, a flag) keep the last one given."""
     out: dict[str, Any] = {}
     for c in counts:
         for key, value in c.items():
             if isinstance(value, dict):
                 out[key] = merge_counts(out.get(key, {}), value)
-            else:
+            elif isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and isinstance(out.get(key, 0), (int, float)):
                 out[key] = out.get(key, 0) + value
+            else:
+                out[key] = value
     return out

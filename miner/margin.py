@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from miner.config import MARGINS, RETRIEVALS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
 
-MARGINS = ("ratio", "distance", "absolute")
-RETRIEVALS = ("max", "intersect", "fwd", "bwd")
 
 # direction codes of a retrieved pair
 FWD, BWD, BOTH = 1, 2, 3

@@ -1,12 +1,14 @@
 """``mine bitext``: filter the scored candidates of a pair and write the bitext.
 
-Reads ``DIR/scores/{src}-{tgt}/part-*.parquet`` (every retrieved candidate, best
-first, written by ``mine score``) and runs the ``FilterPipeline`` over it: the
+A ``BitextStage``: one global pass, current while the filter settings and the digests
+of the scores parts are those recorded. Reads ``scores/{src}-{tgt}/part-*.parquet``
+(every retrieved candidate, best first, written by ``mine score``) and runs the
+``FilterPipeline`` over it: the
 stateless filters (threshold ... LID) in one task per part on an executor (local
 process pool or Ray; ``PartFilter``), the stateful ones (pair dedup, one-to-one, the
 per-document cap) in one pass on the driver over the survivors of every part, best
 first, on keys the tasks computed. Writes, atomically and byte-identically on a
-rerun and for every executor, under ``DIR/bitext/{src}-{tgt}/``:
+rerun and for every executor, under ``bitext/{src}-{tgt}/``:
 
 - ``bitext.tsv.gz``: ``score<TAB>src<TAB>tgt``, best first (LASER / WikiMatrix layout);
 - ``train.{src}`` and ``train.{tgt}``: Moses-style line-aligned plain text;
@@ -15,8 +17,11 @@ rerun and for every executor, under ``DIR/bitext/{src}-{tgt}/``:
   ``datasets.load_dataset("parquet", data_files=...)``;
 - ``README.md``: a data card.
 
-The stage ``bitext/{src}-{tgt}`` of ``DIR/manifest.json`` records the counts per
-filter.
+The files are written into a staging folder and published together (the old folder
+is moved aside, the new one renamed into place, the old one removed), so nobody ever
+reads files of two runs side by side; a run killed between the two renames gets the
+previous folder back (``miner.stage``). The stage record in ``manifest.json`` holds the
+counts per filter.
 """
 
 from __future__ import annotations
@@ -38,48 +43,21 @@ import pyarrow.parquet as pq
 from miner.config import Config
 from miner.errors import MinerError
 from miner.filters import FilterPipeline, LengthRatio
+from miner.formats import read_parquet
+from miner.formats.scores import BATCH_ROWS, BITEXT_SCHEMA, SCORE_SCHEMA, read_score_batches
 from miner.io import atomic_open, atomic_path
-from miner.manifest import update_stage
-from miner.score import SCORE_SCHEMA, scores_dir  # the layout `mine score` writes
-from miner.storage import as_path, parquet_file, read_table, rmtree
+from miner.rundir import RunDir
+from miner.stage import Result, Stage
+from miner.storage import RemotePath, as_path, rmtree
 
 log = logging.getLogger(__name__)
 
-# bitext.parquet: score and texts first, then provenance
-BITEXT_SCHEMA = pa.schema([SCORE_SCHEMA.field(n) for n in (
-    "score", "src_text", "tgt_text", "direction", "src_id", "tgt_id", "src_doc_id",
-    "tgt_doc_id", "src_url_or_title", "tgt_url_or_title", "src_source", "tgt_source",
-    "src_lid_prob", "tgt_lid_prob")])
-BATCH_ROWS = 65_536
 MAX_CARD_SOURCES = 20  # sources listed in the data card, most used first
+FILES = ("bitext.tsv.gz", "train.{src}", "train.{tgt}", "bitext.parquet", "README.md")
 
 
-def bitext_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return as_path(out_dir) / "bitext" / f"{src}-{tgt}"
-
-
-def score_parts(out_dir: str | Path, src: str, tgt: str) -> list[Path]:
-    """The scores Parquet parts of a pair in order; MinerError if there are none."""
-    d = scores_dir(out_dir, src, tgt)
-    parts = sorted(d.glob("part-*.parquet"))
-    if not parts:
-        raise MinerError(f"{d}: no scored candidates (part-*.parquet); run `mine score` first")
-    return parts
-
-
-def read_score_batches(parts: list[Path], columns: Optional[list[str]] = None,
-                       batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-    """Record batches of the scores parts, in order, checking the columns are there."""
-    columns = columns or SCORE_SCHEMA.names
-    for path in parts:
-        try:
-            f = parquet_file(path)
-        except (pa.ArrowException, OSError) as e:
-            raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
-        missing = [c for c in columns if c not in f.schema_arrow.names]
-        if missing:
-            raise MinerError(f"{path}: missing column(s) {', '.join(missing)} of the scores layout")
-        yield from f.iter_batches(batch_size=batch_rows, columns=columns)
+def bitext_dir(out_dir, src: str, tgt: str):
+    return RunDir(out_dir).bitext(src, tgt)
 
 
 def _clean(texts: pd.Series) -> pd.Series:
@@ -97,7 +75,6 @@ def _to_arrow(df: pd.DataFrame) -> pa.Table:
 
 # -- the stateless filters: one task per scores part -----------------------------------
 
-PARTS_DIR = ".parts"  # the tasks' survivors, under the bitext folder while it is written
 BATCH_COLUMN = "_batch"  # the input batch of its part each survivor came from
 
 
@@ -208,9 +185,79 @@ def _filter_parts(executor, task: PartFilter, parts: list[Path], parts_dir: Path
 
 # -- the driver: the stateful filters over all parts, best first, and the outputs -------
 
-def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
-                 executor=None, *, identifier=None) -> dict:
-    """Filter the scored candidates of ``src_lang-tgt_lang`` and write every output.
+class BitextStage(Stage):
+    """``scores/{src}-{tgt}`` -> ``bitext/{src}-{tgt}/``, filtered."""
+
+    def __init__(self, cfg: Config, src: str, tgt: str, identifier=None):
+        self.cfg, self.src, self.tgt, self.identifier = cfg, src, tgt, identifier
+        self.name = f"bitext/{src}-{tgt}"
+
+    def check(self, ctx) -> None:
+        d = ctx.run.scores(self.src, self.tgt)
+        parts = ctx.outputs_of(f"score/{self.src}-{self.tgt}", d) \
+            if ctx.manifest.stage(f"score/{self.src}-{self.tgt}") else None
+        self.parts = parts or RunDir.shards(d)
+        if not self.parts:
+            raise MinerError(f"{d}: no scored candidates (part-*.parquet); run `mine score` first")
+
+    def finish_fingerprint(self, ctx):
+        import dataclasses
+
+        c = self.cfg
+        return {"filters": dataclasses.asdict(c.filters), "threshold": c.score.threshold,
+                # the default threshold and the data card depend on these
+                "embed": [c.embed.encoder, c.embed.model], "score": dataclasses.asdict(c.score),
+                "k": c.knn.k, "lid_model": c.prepare.lid_model,
+                "identifier": None if self.identifier is None else repr(self.identifier),
+                "scores": [ctx.digest(p) for p in self.parts]}
+
+    def finish(self, ctx, records) -> Result:
+        counts, data = write_bitext_files(self.cfg, ctx.run, self.src, self.tgt, self.parts,
+                                          ctx.cluster, identifier=self.identifier)
+        out = ctx.run.bitext(self.src, self.tgt)
+        return Result(outputs=[out / f.format(src=self.src, tgt=self.tgt) for f in FILES],
+                      counts=counts, data=data)
+
+    def summary(self, counts: dict) -> str:
+        return f"{counts.get('kept', 0)} of {counts.get('candidates', 0)} pairs kept"
+
+
+def write_bitext(cfg: Config, out_dir, src_lang: str, tgt_lang: str, executor=None, *,
+                 identifier=None) -> dict:
+    """Run the stage on its own for one pair; returns the counts (``candidates``,
+    ``kept``, ``dropped`` per filter), also recorded in the manifest. ``identifier``
+    replaces the fastText LID model (tests; it travels to the tasks by pickle when they
+    run in other processes)."""
+    from miner.stage import run_stage
+
+    c = run_stage(BitextStage(cfg, src_lang, tgt_lang, identifier), cfg, out_dir, executor)
+    return {k: c[k] for k in ("candidates", "kept", "dropped")}
+
+
+def publish(staging, target, retired) -> None:
+    """Put the folder ``staging`` in the place of ``target`` (whole folders, so the files
+    inside always come from one run). Locally: two renames; a crash between them leaves
+    ``retired``, which the next run renames back (``miner.stage``). On an object store,
+    which has no rename, the files are copied one by one, the manifest last."""
+    if isinstance(as_path(target), RemotePath):
+        target.mkdir(parents=True, exist_ok=True)
+        for f in staging.iterdir():
+            with f.open("rb") as src, (target / f.name).open("wb") as dst:
+                dst.write(src.read())
+        rmtree(staging)
+        return
+    rmtree(retired)
+    if target.exists():
+        target.rename(retired)
+    staging.rename(target)
+    rmtree(retired)
+
+
+def write_bitext_files(cfg: Config, run: RunDir, src_lang: str, tgt_lang: str, parts: list,
+                       executor=None, *, identifier=None) -> tuple[dict, dict]:
+    """Filter the scored candidates ``parts`` of ``src_lang-tgt_lang`` and write every
+    output, published together; returns the counts and what the report needs
+    (threshold, length-ratio bounds, filters).
 
     The stateless filters (threshold ... LID) run in one ``PartFilter`` task per
     scores part on ``executor`` (``miner.executor``; None: in this process, part
@@ -219,14 +266,7 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     computed, and the kept rows are streamed into the outputs. Files and counts are
     the same for every executor and equal a single pass of ``FilterPipeline.filter``
     over the candidates.
-
-    Returns the counts (``candidates``, ``kept``, ``dropped`` per filter), which are
-    also recorded as stage ``bitext/{src}-{tgt}`` in the manifest. ``identifier``
-    replaces the fastText LID model (tests; it travels to the tasks by pickle when
-    they run in other processes).
     """
-    t0 = time.time()
-    parts = score_parts(out_dir, src_lang, tgt_lang)
     pipeline = FilterPipeline.from_config(cfg, src_lang, tgt_lang, identifier=identifier)
     stateful = pipeline.split()[1]  # ValueError unless every stateful step is last
     threshold = pipeline.threshold
@@ -234,10 +274,11 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
         log.warning("%s-%s: no threshold given and no default for encoder %s with margin %s: "
                     "keeping candidates of every score", src_lang, tgt_lang,
                     cfg.embed.encoder, cfg.score.margin)
-    out = bitext_dir(out_dir, src_lang, tgt_lang)
+    out = run.bitext_staging(src_lang, tgt_lang)
+    rmtree(out)
     paths = {"tsv": out / "bitext.tsv.gz", "src": out / f"train.{src_lang}",
              "tgt": out / f"train.{tgt_lang}", "parquet": out / "bitext.parquet"}
-    parts_dir = out / PARTS_DIR
+    parts_dir = run.bitext_parts(src_lang, tgt_lang)
     rmtree(parts_dir)  # left by an interrupted run
     sources: Counter = Counter()
     try:
@@ -262,7 +303,7 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
                 """The stateful filters over one part's survivors; its kept rows out."""
                 rows = result["rows"]
                 if isinstance(rows, str):
-                    rows = read_table(rows)
+                    rows = read_parquet(rows)
                 n = 0 if rows is None else rows.num_rows
                 keys = [_step_keys(rows, j) for j in range(len(stateful))] if n else []
                 keep, c = pipeline.run_stateful(keys, n)
@@ -290,21 +331,11 @@ def write_bitext(cfg: Config, out_dir: str | Path, src_lang: str, tgt_lang: str,
     card = data_card(cfg, src_lang, tgt_lang, counts, threshold, bounds, sources)
     with atomic_open(out / "README.md", "w", encoding="utf-8", newline="\n") as f:
         f.write(card)
-    update_stage(out_dir, f"bitext/{src_lang}-{tgt_lang}", {
-        "config_hash": cfg.stage_hash("embed", "score", "filters"),
-        "inputs": [str(p.relative_to(as_path(out_dir))) for p in parts],
-        "outputs": [str(p.relative_to(as_path(out_dir))) for p in
-                    (*paths.values(), out / "README.md")],
-        "threshold": threshold,
-        "length_ratio_bounds": bounds,
-        "filters": [s.name for s in pipeline.steps],
-        "counts": counts,
-        "seconds": round(time.time() - t0, 3),
-        "finished": True,
-    })
+    publish(out, run.bitext(src_lang, tgt_lang), run.bitext_retired(src_lang, tgt_lang))
     log.info("%s-%s: kept %d of %d candidates", src_lang, tgt_lang, counts["kept"],
              counts["candidates"])
-    return counts
+    return counts, {"threshold": threshold, "length_ratio_bounds": bounds,
+                    "filters": [s.name for s in pipeline.steps]}
 
 
 def data_card(cfg: Config, src: str, tgt: str, counts: dict, threshold: Optional[float],

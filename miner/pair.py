@@ -5,6 +5,9 @@ become sentence shards directly, with no splitting, length or language filtering
 then the same ``embed``, ``knn`` and ``score`` stages as ``mine run`` produce the
 candidates, which are written best first. With ``--work DIR`` the stage outputs are
 kept there and a rerun resumes; otherwise they live in a temporary directory.
+
+``mine_sentences`` is that sequence (sentence shards -> embed -> knn -> score) for
+two lists of sentences; ``mine pair`` and ``mine eval bucc`` both call it.
 """
 
 from __future__ import annotations
@@ -13,25 +16,39 @@ import contextlib
 import logging
 import tempfile
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from miner.config import Config
 from miner.errors import MinerError
 from miner.io import atomic_open, read_lines
+from miner.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
+# (doc_id, text) of each sentence, in order: a file's line numbers and lines, or the
+# ids and sentences of an evaluation split
+Rows = Iterable[tuple[str, str]]
 
-def write_line_shards(path: str | Path, lang: str, out_dir: Path, shard_size: int) -> int:
-    """Unique non-blank lines of ``path`` as ``out_dir/sentences/{lang}`` shards, in order."""
-    from miner.prepare import SCHEMA, _ShardWriter
+
+def file_rows(path: str | Path) -> Iterator[tuple[str, str]]:
+    """``(line number, line)`` of each line of a text file (plain or .gz)."""
+    for lineno, line in enumerate(read_lines(path), 1):
+        yield str(lineno), line
+
+
+def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, source: str) -> int:
+    """The unique non-blank texts of ``rows`` ((doc_id, text), in order) as
+    ``out_dir/sentences/{lang}`` shards, ids ``sentence_hash(text)``, the first
+    occurrence's doc_id kept; returns how many. ``source``: the ``source`` column and
+    the name in errors."""
+    from miner.formats.sentences import SCHEMA, ShardWriter
     from miner.sentences import sentence_hash
 
     seen: set[int] = set()
-    rows: dict[str, list] = {name: [] for name in SCHEMA.names}
-    for lineno, line in enumerate(read_lines(path), 1):
+    columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    for doc_id, line in rows:
         text = line.strip()
         if not text:
             continue
@@ -39,38 +56,63 @@ def write_line_shards(path: str | Path, lang: str, out_dir: Path, shard_size: in
         if h in seen:
             continue
         seen.add(h)
-        for name, value in zip(SCHEMA.names, (h, text, lang, None, str(path), str(lineno), "", 0)):
-            rows[name].append(value)
+        for name, value in zip(SCHEMA.names, (h, text, lang, None, source, doc_id, "", 0)):
+            columns[name].append(value)
     if not seen:
-        raise MinerError(f"{path}: holds only blank lines")
-    writer = _ShardWriter(out_dir / "sentences" / lang, shard_size)
-    for batch in pa.table(rows, schema=SCHEMA).to_batches():
+        raise MinerError(f"{source}: holds only blank lines")
+    writer = ShardWriter(RunDir(out_dir).sentences(lang), shard_size)
+    for batch in pa.table(columns, schema=SCHEMA).to_batches():
         writer.add(batch)
     writer.close()
     return len(seen)
 
 
+def write_line_shards(path: str | Path, lang: str, out_dir, shard_size: int) -> int:
+    """Unique non-blank lines of ``path`` as ``out_dir/sentences/{lang}`` shards, in order."""
+    return write_sentence_shards(file_rows(path), lang, out_dir, shard_size, str(path))
+
+
+def mine_sentences(src_rows: Rows, tgt_rows: Rows, src_lang: str, tgt_lang: str,
+                   cfg: Config, work_dir, *, sources: tuple[str, str] = ("", ""),
+                   encoder=None, executor=None) -> list:
+    """Mine two lists of sentences with the stages of ``mine run``; returns the score
+    stage's parts (``scores/{src}-{tgt}/part-*.parquet`` in ``work_dir``, every
+    retrieved candidate, best first, no threshold).
+
+    The one place where sentence shards (``write_sentence_shards``) -> ``embed`` ->
+    ``knn`` -> ``score`` run for ``mine pair`` and ``mine eval bucc``. Stages that are
+    current in ``work_dir`` are skipped (a call with another k or margin over the same
+    sentences reuses the embeddings). ``sources``: names of the two inputs (the
+    ``source`` column, errors). ``encoder``: a loaded encoder to reuse; ``executor``:
+    where the tasks run (default: the one ``cfg`` names, as ``mine run``).
+    """
+    from miner.embed.stage import run_embed
+    from miner.executor import executor_for
+    from miner.knn.stage import run_knn
+    from miner.score import run_score
+
+    for rows, lang, source in ((src_rows, src_lang, sources[0]), (tgt_rows, tgt_lang, sources[1])):
+        n = write_sentence_shards(rows, lang, work_dir, cfg.shard_size, source)
+        log.info("%s: %d unique sentences", source or lang, n)
+    with contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(executor_for(cfg))
+        for lang in (src_lang, tgt_lang):
+            run_embed(cfg, work_dir, lang, encoder, executor)
+        run_knn(cfg, work_dir, src_lang, tgt_lang, executor)
+        run_score(cfg, work_dir, src_lang, tgt_lang, executor)
+    return RunDir.shards(RunDir(work_dir).scores(src_lang, tgt_lang))
+
+
 def mine_files(src_path: str | Path, tgt_path: str | Path, src_lang: str, tgt_lang: str,
                cfg: Config, work_dir: str | Path) -> pa.Table:
-    """Run shards -> embed -> knn -> score in ``work_dir``; the scored candidates, best
-    first, with ``score >= threshold`` when one is set."""
-    from miner.embed.encoders import load_encoder
-    from miner.embed.stage import run_embed
-    from miner.knn.stage import run_knn
-    from miner.score import run_score, scores_dir
+    """``mine_sentences`` over the lines of two files in ``work_dir``; the scored
+    candidates, best first, with ``score >= threshold`` when one is set."""
+    from miner.formats import read_parquet
 
-    work_dir = Path(work_dir)
-    for path, lang in ((src_path, src_lang), (tgt_path, tgt_lang)):
-        n = write_line_shards(path, lang, work_dir, cfg.shard_size)
-        log.info("%s: %d unique lines", path, n)
-    e = cfg.embed
-    encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size)
-    for lang in (src_lang, tgt_lang):
-        run_embed(cfg, work_dir, lang, encoder)
-    run_knn(cfg, work_dir, src_lang, tgt_lang)
-    run_score(cfg, work_dir, src_lang, tgt_lang)
-    parts = sorted(scores_dir(work_dir, src_lang, tgt_lang).glob("part-*.parquet"))
-    table = pa.concat_tables(pq.read_table(p, columns=["score", "src_text", "tgt_text"])
+    parts = mine_sentences(file_rows(src_path), file_rows(tgt_path), src_lang, tgt_lang, cfg,
+                           work_dir, sources=(str(src_path), str(tgt_path)))
+    table = pa.concat_tables(read_parquet(p, columns=["score", "src_text", "tgt_text"])
                              for p in parts)
     if cfg.score.threshold is not None:
         import pyarrow.compute as pc

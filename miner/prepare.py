@@ -1,24 +1,19 @@
 """The ``prepare`` stage: inputs -> deduplicated, language-identified sentence shards.
 
-Two steps, so that the heavy one can run anywhere (a local process pool, or one Ray
-task per input file with ``--executor ray``: ``miner.executor``) and the result stays
+A ``PrepareStage`` (the contract of ``miner.stage``) in two steps, so that the heavy
+one can run anywhere (a local process pool, or Ray tasks) and the result stays
 byte-identical whatever the number of workers:
 
-1. ``prepare_file(path, cfg, langs, stage_dir)``, one unit of work per input file and
-   pure apart from writing ``stage_dir``: read, split, normalise, filter by length and
-   language; write the surviving sentences per language to ``stage_dir`` and a
-   ``done.json`` marker last. A rerun skips inputs whose marker exists (the directory
-   name hashes the file's path, size, mtime and the settings).
-2. ``write_shards(...)``, a global pass in input order: exact dedup within each
+1. one task per input file or piece of a big one (``InputPart``): read, split,
+   normalise, filter by length and language (``prepare_file``), and write the
+   surviving sentences per language to the run's staging folder
+   ``.prepare/{input}-{key}/{lang}.parquet``. The key hashes the file's path, size,
+   mtime, the piece and every setting that changes the result; the runner skips a task
+   whose record matches and whose staged files are intact;
+2. the finishing pass, in input order (``write_shards``): exact dedup within each
    language across all inputs by ``sentence_hash``, then
-   ``DIR/sentences/{lang}/part-00000.parquet`` ... with ``shard_size`` rows each.
-
-Layout::
-
-    DIR/sentences/{lang}/part-NNNNN.parquet   id text lang lid_prob source doc_id
-                                              url_or_title position
-    DIR/.prepare/{input}-{key}/{lang}.parquet per-input staging (kept for resume)
-    DIR/manifest.json                         counts per language and reason
+   ``sentences/{lang}/part-00000.parquet`` ... with ``shard_size`` rows each
+   (``miner.formats.sentences``). It is redone when a shard is missing or damaged.
 """
 
 from __future__ import annotations
@@ -27,78 +22,106 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 from tqdm import tqdm
 
 from miner.config import Config, parse_memory
 from miner.errors import MinerError
 from miner.executor import Executor, LocalExecutor
-from miner.io import atomic_path, write_json
+from miner.formats.sentences import FLUSH_ROWS, SCHEMA, RowWriter, ShardWriter
 from miner.lid import cached_identifier, normalize_lang
-from miner.manifest import merge_counts, update_stage
 from miner.readers import check_file, open_reader
 from miner.sentences import length_reason, normalize_text, sentence_hash, split_sentences
-from miner.storage import AnyPath, as_path, parquet_file
+from miner.stage import Result, Stage, Task
+from miner.storage import AnyPath, as_path, parquet_file, rmtree
 
 log = logging.getLogger(__name__)
 
-SCHEMA = pa.schema([
-    ("id", pa.uint64()), ("text", pa.string()), ("lang", pa.string()),
-    ("lid_prob", pa.float32()), ("source", pa.string()), ("doc_id", pa.string()),
-    ("url_or_title", pa.string()), ("position", pa.int32()),
-])
 REASONS = ("documents", "sentences", "too_short", "too_long", "wrong_language",
            "duplicate", "kept")
-FLUSH_ROWS = 10_000
 DOC_LID_CHARS = 2000
 
 
+class PrepareStage(Stage):
+    """Inputs of any language -> ``sentences/{lang}/`` shards for ``langs``."""
+
+    name = "prepare"
+    placement = "pool"
+
+    def __init__(self, cfg: Config, inputs: list[str], langs: list[str]):
+        self.cfg = cfg
+        self.inputs = list(dict.fromkeys(inputs))
+        self.raw_langs = list(langs)
+        self.langs: list[str] = []
+        self.show_progress = False
+
+    def check(self, ctx) -> None:
+        self.langs = check_langs(self.cfg, self.raw_langs)
+        if not self.inputs:
+            raise MinerError("no input files given")
+        for path in self.inputs:
+            check_file(path)
+
+    def tasks(self, ctx) -> list[Task]:
+        parts = plan_parts(self.inputs, self.cfg, ctx.executor)
+        tasks = []
+        for part in parts:
+            key = part.stage_name(self.cfg, self.langs)  # hashes the file and settings
+            tasks.append(Task(key, key, (part, str(ctx.run.staging(key)))))
+        # one file in this process: show its own progress bar (docs/s)
+        workers = getattr(ctx.executor, "workers", 0)
+        self.show_progress = ctx.cluster is None and (workers == 1 or len(tasks) == 1)
+        return tasks
+
+    def run_task(self, item: tuple["InputPart", str]) -> Result:
+        part, stage_dir = item
+        counts, files = prepare_file(part.path, self.cfg, self.langs, stage_dir,
+                                     progress=self.show_progress, span=part.span)
+        return Result(outputs=list(files.values()), counts=counts,
+                      data={lang: as_path(f).name for lang, f in files.items()})
+
+    def finish_fingerprint(self, ctx):
+        return {"langs": self.langs, "shard_size": self.cfg.shard_size}
+
+    def finish(self, ctx, records: dict[str, dict]) -> Result:
+        staged = [{lang: ctx.run.staging(key) / name for lang, name in rec["data"].items()}
+                  for key, rec in records.items()]  # in input order
+        counts, files = write_shards(staged, self.langs, ctx.run, self.cfg.shard_size)
+        # staging of inputs no longer in the run
+        if ctx.run.prepare_staging.is_dir():
+            for d in ctx.run.prepare_staging.iterdir():
+                if d.name not in records:
+                    rmtree(d)
+        return Result(outputs=[f for fs in files.values() for f in fs], counts=counts)
+
+    def summary(self, counts: dict) -> str:
+        return ", ".join(f"{lang} {counts.get(lang, {}).get('kept', 0)} sentences"
+                         for lang in self.langs)
+
+    def report(self, counts: dict) -> dict:
+        return ordered_counts(counts, self.langs)
+
+
 def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Path,
-            executor: Optional[Executor] = None) -> dict:
-    """Run the stage; returns counts ``{lang: {reason: n}}`` (also in the manifest).
+            executor: Optional[Executor] = None, progress=None) -> dict:
+    """Run the stage on its own; returns counts ``{lang: {reason: n}}``.
 
     ``langs`` accepts 2- or 3-letter codes; output directories use ``normalize_lang``
     codes. Raises MinerError on bad inputs or settings.
     """
-    start = time.time()
-    out_dir = as_path(out_dir)
-    langs = check_langs(cfg, langs)
-    if not inputs:
-        raise MinerError("no input files given")
-    if cfg.shard_size < 1:
-        raise MinerError(f"shard_size must be at least 1, got {cfg.shard_size}")
-    for path in inputs:
-        check_file(path)
-    stage_root = out_dir / ".prepare"
-    parts = plan_parts(list(dict.fromkeys(inputs)), cfg, executor)
-    tasks: dict[InputPart, AnyPath] = {part: stage_root / part.stage_name(cfg, langs)
-                                       for part in parts}
-    results = run_tasks(tasks, cfg, langs, executor)
-    counts = merge_counts(*(results[p]["counts"] for p in tasks))
-    by_path: dict[str, list[dict]] = {}
-    for part in parts:  # parts are in input order already
-        by_path.setdefault(part.path, []).append(results[part])
-    in_order = [r for path in inputs for r in by_path[path]]
-    dedup_counts, files = write_shards(in_order, langs, out_dir / "sentences", cfg.shard_size)
-    counts = merge_counts(counts, dedup_counts)
-    counts = {lang: {r: counts.get(lang, {}).get(r, 0) for r in REASONS} for lang in langs}
-    update_stage(out_dir, "prepare", {
-        "config_hash": cfg.stage_hash("prepare"),
-        "inputs": [str(p) for p in inputs],
-        "langs": langs,
-        "shard_size": cfg.shard_size,
-        "counts": counts,
-        "files": {lang: [str(as_path(f).relative_to(out_dir)) for f in fs] for lang, fs in files.items()},
-        "seconds": round(time.time() - start, 3),
-        "finished": True,
-    })
-    return counts
+    from miner.stage import run_stage
+
+    stage = PrepareStage(cfg, inputs, langs)
+    return run_stage(stage, cfg, out_dir, executor, progress)
+
+
+def ordered_counts(counts: dict, langs: list[str]) -> dict:
+    """``{lang: {reason: n}}`` with every language and reason, in ``REASONS`` order."""
+    return {lang: {r: counts.get(lang, {}).get(r, 0) for r in REASONS} for lang in langs}
 
 
 def check_langs(cfg: Config, langs: list[str]) -> list[str]:
@@ -236,81 +259,14 @@ def _parquet_parts(path: str, chunk: int) -> list[InputPart]:
     return parts if len(parts) > 1 else [InputPart(path)]
 
 
-def run_tasks(tasks: dict[InputPart, AnyPath], cfg: Config, langs: list[str],
-              executor: Optional[Executor] = None) -> dict[InputPart, dict]:
-    """``prepare_file`` for each pending input or piece, one task each, on ``executor``
-    (default: a local process pool of ``cfg.prepare.workers``)."""
-    results: dict[InputPart, dict] = {}
-    pending = []
-    for part, stage_dir in tasks.items():
-        done = read_done(stage_dir)
-        if done is not None:
-            log.info("%s: already prepared, skipping", part.path)
-            results[part] = done
-        else:
-            pending.append(part)
-    if not pending:
-        return results
-    executor = executor or LocalExecutor(cfg.prepare.workers)
-    # one file in this process: show its own progress bar instead of a per-file one
-    show = executor.name == "local" and min(executor.workers, len(pending)) == 1
-    start = time.time()
-    docs = sents = files = 0
-    # several files at once: one bar counting documents as files finish (docs/s), with
-    # sentences/s; the executor's own per-task bar is left off
-    bar = tqdm(unit="doc", desc="prepare", disable=True if show else None)
-
-    def on_result(item, result) -> None:
-        nonlocal docs, sents, files
-        c = result["counts"]
-        n_docs = sum(v.get("documents", 0) for v in c.values())
-        docs += n_docs
-        sents += sum(v.get("sentences", 0) for v in c.values())
-        files += 1
-        bar.update(n_docs)
-        bar.set_postfix(files=f"{files}/{len(pending)}",
-                        sents_per_s=f"{sents / max(time.time() - start, 1e-9):.0f}")
-
-    items = [(part, str(tasks[part])) for part in pending]
-    try:
-        done = executor.map(partial(_prepare_item, cfg=cfg, langs=langs, progress=show), items,
-                            desc="", on_result=on_result)
-    finally:
-        bar.close()
-    results.update(zip(pending, done))
-    dt = max(time.time() - start, 1e-9)
-    log.info("prepare: %d file(s), %.0f docs/s, %.0f sentences/s", len(pending), docs / dt, sents / dt)
-    return results
-
-
-def _prepare_item(item: tuple[InputPart, str], cfg: Config, langs: list[str],
-                  progress: bool) -> dict:
-    """One executor task: ``prepare_file`` of ``(part, stage_dir)``."""
-    part, stage_dir = item
-    return prepare_file(part.path, cfg, langs, stage_dir, progress=progress, span=part.span)
-
-
-def read_done(stage_dir: str | AnyPath) -> Optional[dict]:
-    """The result recorded in ``stage_dir/done.json``, or None if the input is not done."""
-    marker = as_path(stage_dir) / "done.json"
-    if not marker.exists():
-        return None
-    try:
-        result = json.loads(marker.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    if not all(as_path(f).exists() for fs in result["files"].values() for f in fs):
-        return None
-    return result
-
-
 def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path,
-                 progress: bool = False, span: Optional[tuple[int, int, int]] = None) -> dict:
+                 progress: bool = False, span: Optional[tuple[int, int, int]] = None
+                 ) -> tuple[dict, dict]:
     """Read one input (or its piece ``span``, see ``InputPart``) and write its kept
-    sentences per language under ``stage_dir``.
+    sentences per language to ``stage_dir/{lang}.parquet``.
 
-    Returns ``{"source": path, "counts": {lang: {reason: n}}, "files": {lang: [file]}}``
-    and writes the same as ``stage_dir/done.json``, last. Dedup is not done here.
+    Returns counts ``{lang: {reason: n}}`` and the file written per language. Dedup
+    is not done here.
     """
     p = cfg.prepare
     stage_dir = as_path(stage_dir)
@@ -321,7 +277,7 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
         if normalize_lang(code) in thresholds:
             thresholds[normalize_lang(code)] = float(value)
     counts = {lang: dict.fromkeys(REASONS[:5], 0) for lang in langs}
-    writers = {lang: _StageWriter(stage_dir / f"{lang}.parquet") for lang in langs}
+    writers = {lang: RowWriter(stage_dir / f"{lang}.parquet") for lang in langs}
     bar = tqdm(unit="doc", desc=as_path(path).name, disable=None if progress else True)
     start = time.time()
     n_sents = 0
@@ -350,14 +306,12 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
             bar.update(1)
             if bar.n % 50 == 0:
                 bar.set_postfix(sents_per_s=f"{n_sents / max(time.time() - start, 1e-9):.0f}")
-        files = {lang: [str(w.close())] for lang, w in writers.items()}
+        files = {lang: str(w.close()) for lang, w in writers.items()}
     finally:
         bar.close()
         for w in writers.values():
             w.abort()
-    result = {"source": str(path), "counts": counts, "files": files}
-    write_json(stage_dir / "done.json", result)
-    return result
+    return counts, files
 
 
 def document_language(text: str, langs: list[str], lid) -> str:
@@ -371,48 +325,13 @@ def document_language(text: str, langs: list[str], lid) -> str:
     return langs[0]
 
 
-class _StageWriter:
-    """Rows of one language of one input, streamed to Parquet in row groups."""
-
-    def __init__(self, path: AnyPath):
-        self.path = path
-        self.rows: dict[str, list] = {name: [] for name in SCHEMA.names}
-        self._ctx = atomic_path(path)
-        self._tmp = self._ctx.__enter__()
-        self.writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd")
-        self.closed = False
-
-    def add(self, *values) -> None:
-        for name, value in zip(SCHEMA.names, values):
-            self.rows[name].append(value)
-        if len(self.rows["id"]) >= FLUSH_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows["id"]:
-            self.writer.write_table(pa.table(self.rows, schema=SCHEMA))
-            self.rows = {name: [] for name in SCHEMA.names}
-
-    def close(self) -> AnyPath:
-        self.flush()
-        self.writer.close()
-        self._ctx.__exit__(None, None, None)
-        self.closed = True
-        return self.path
-
-    def abort(self) -> None:
-        if not self.closed:
-            self.writer.close()
-            self._ctx.__exit__(MinerError, MinerError("aborted"), None)
-            self.closed = True
-
-
 # -- step 2: global dedup and final shards ---------------------------------------------
 
-def write_shards(results: list[dict], langs: list[str], sentences_dir: AnyPath,
-                 shard_size: int) -> tuple[dict, dict[str, list[str]]]:
-    """Dedup each language across ``results`` (in their order; first occurrence wins)
-    and write ``sentences_dir/{lang}/part-NNNNN.parquet`` with ``shard_size`` rows.
+def write_shards(staged: list[dict], langs: list[str], run, shard_size: int
+                 ) -> tuple[dict, dict[str, list[str]]]:
+    """Dedup each language across ``staged`` (one ``{lang: staged file}`` per input, in
+    input order; first occurrence wins) and write ``run.sentences(lang)`` shards of
+    ``shard_size`` rows.
 
     Returns counts ``{lang: {"duplicate": n, "kept": n}}`` and the files per language.
     Memory: one set of 64-bit ids per language plus one shard of rows.
@@ -421,59 +340,22 @@ def write_shards(results: list[dict], langs: list[str], sentences_dir: AnyPath,
     files: dict[str, list[str]] = {}
     for lang in langs:
         seen: set[int] = set()
-        out = _ShardWriter(sentences_dir / lang, shard_size)
+        out = ShardWriter(run.sentences(lang), shard_size)
         dup = 0
-        for result in results:
-            for staged in result["files"].get(lang, []):
-                for batch in parquet_file(staged).iter_batches(batch_size=FLUSH_ROWS):
-                    ids = batch.column("id").to_pylist()
-                    keep = []
-                    for i, h in enumerate(ids):
-                        if h in seen:
-                            dup += 1
-                        else:
-                            seen.add(h)
-                            keep.append(i)
-                    if keep:
-                        out.add(batch.take(pa.array(keep, type=pa.int32())))
+        for result in staged:
+            if lang not in result:
+                continue
+            for batch in parquet_file(result[lang]).iter_batches(batch_size=FLUSH_ROWS):
+                ids = batch.column("id").to_pylist()
+                keep = []
+                for i, h in enumerate(ids):
+                    if h in seen:
+                        dup += 1
+                    else:
+                        seen.add(h)
+                        keep.append(i)
+                if keep:
+                    out.add(batch.take(pa.array(keep, type=pa.int32())))
         files[lang] = out.close()
         counts[lang] = {"duplicate": dup, "kept": len(seen)}
     return counts, files
-
-
-class _ShardWriter:
-    """Record batches in, ``part-NNNNN.parquet`` files of exactly ``shard_size`` rows out
-    (the last one shorter), each written atomically; stale higher parts are removed."""
-
-    def __init__(self, directory: AnyPath, shard_size: int):
-        self.dir = directory
-        self.shard_size = shard_size
-        self.pending: list[pa.RecordBatch] = []
-        self.n_pending = 0
-        self.files: list[str] = []
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        self.pending.append(batch)
-        self.n_pending += batch.num_rows
-        while self.n_pending >= self.shard_size:
-            table = pa.Table.from_batches(self.pending, schema=SCHEMA)
-            self._write(table.slice(0, self.shard_size))
-            rest = table.slice(self.shard_size)
-            self.pending = rest.combine_chunks().to_batches() if rest.num_rows else []
-            self.n_pending = rest.num_rows
-
-    def _write(self, table: pa.Table) -> None:
-        path = self.dir / f"part-{len(self.files):05d}.parquet"
-        with atomic_path(path) as tmp:
-            pq.write_table(table, tmp, compression="zstd", row_group_size=min(self.shard_size, 100_000))
-        self.files.append(str(path))
-
-    def close(self) -> list[str]:
-        if self.n_pending or not self.files:
-            self._write(pa.Table.from_batches(self.pending, schema=SCHEMA))
-        self.dir.mkdir(parents=True, exist_ok=True)
-        keep = {as_path(f).name for f in self.files}
-        for old in self.dir.glob("part-*.parquet"):
-            if old.name not in keep:
-                old.unlink()
-        return self.files

@@ -20,10 +20,13 @@ import numpy as np
 import pyarrow.compute as pc
 
 from miner.errors import MinerError
+from miner.formats import read_parquet
+from miner.formats.scores import read_score_batches
 from miner.io import atomic_open, atomic_path, write_json
 from miner.manifest import read_manifest
-from miner.storage import as_path, read_table
-from miner.outputs import bitext_dir, read_score_batches, scores_dir
+from miner.rundir import RunDir
+from miner.stage import Result, Stage
+from miner.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +37,7 @@ HIST_BINS = 50
 
 def report_pairs(out_dir: str | Path) -> list[str]:
     """Pairs (``"de-en"``) with a ``bitext.parquet`` under ``DIR/bitext``."""
-    root = as_path(out_dir) / "bitext"
-    return sorted(p.parent.name for p in root.glob("*/bitext.parquet")) if root.is_dir() else []
+    return RunDir(out_dir).bitext_pairs()
 
 
 def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
@@ -44,7 +46,7 @@ def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
 
 def _candidate_arrays(out_dir: Path, src: str, tgt: str) -> tuple[np.ndarray, np.ndarray]:
     """Scores and log2 length ratios of every candidate (empty if no scores folder)."""
-    parts = sorted(scores_dir(out_dir, src, tgt).glob("part-*.parquet"))
+    parts = RunDir.shards(RunDir(out_dir).scores(src, tgt))
     scores, ratios = [], []
     for batch in read_score_batches(parts, ["score", "src_text", "tgt_text"]):
         scores.append(batch.column("score").to_numpy(zero_copy_only=False))
@@ -102,16 +104,17 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     """The report of one pair; writes its PNGs under ``DIR/report/``."""
     out_dir = as_path(out_dir)
     src, tgt = pair.split("-")
-    path = bitext_dir(out_dir, src, tgt) / "bitext.parquet"
+    path = RunDir(out_dir).bitext(src, tgt) / "bitext.parquet"
     if not path.exists():
         raise MinerError(f"{path}: no such file; run `mine bitext {out_dir} --pair {pair}` first")
-    kept = read_table(path, columns=["score", "src_text", "tgt_text"])
+    kept = read_parquet(path, columns=["score", "src_text", "tgt_text"])
     kept_scores = _finite(kept.column("score").to_numpy())
     kept_ratio = _log_ratio(kept.column("src_text"), kept.column("tgt_text"))
     cand_scores, cand_ratio = _candidate_arrays(out_dir, src, tgt)
     stage = manifest["stages"].get(f"bitext/{pair}", {})
-    threshold = stage.get("threshold")
-    bounds = stage.get("length_ratio_bounds")
+    details = stage.get("finish", {}).get("data") or {}
+    threshold = details.get("threshold")
+    bounds = details.get("length_ratio_bounds")
 
     plots = {}
     score_marks = {f"threshold {threshold:g}": threshold} if threshold is not None else {}
@@ -159,29 +162,63 @@ def samples(scores: list[float], src: list[str], tgt: list[str]) -> list[dict]:
     return out
 
 
-def build_report(out_dir: str | Path, pair: Optional[str] = None) -> dict:
+def build_report(out_dir: str | Path, pair: Optional[str] = None,
+                 pairs: Optional[list[str]] = None, stages: Optional[list[str]] = None) -> dict:
     """Write ``DIR/report.json``, ``DIR/report.html`` and the PNGs; return the report.
 
-    ``pair`` limits it to one pair; by default every pair with a bitext folder.
+    ``pair`` (or ``pairs``) limits it to those pairs, ``stages`` the manifest records
+    shown; by default every pair with a bitext folder and every stage recorded.
     """
-    out_dir = as_path(out_dir)
+    run = RunDir(out_dir)
+    out_dir = run.root
     if not out_dir.is_dir():
         raise MinerError(f"{out_dir}: no such directory")
     manifest = read_manifest(out_dir)
-    pairs = [pair] if pair else report_pairs(out_dir)
+    pairs = [pair] if pair else (pairs if pairs is not None else report_pairs(out_dir))
     if not pairs and not manifest["stages"]:
         raise MinerError(f"{out_dir}: nothing to report (no manifest.json and no bitext)")
+    names = [n for n in manifest["stages"] if n != ReportStage.name
+             and (stages is None or n in stages)]
     report = {
         "directory": str(out_dir),
-        "stages": {name: {"counts": rec.get("counts", {}), "seconds": rec.get("seconds"),
-                          "finished": rec.get("finished")}
-                   for name, rec in manifest["stages"].items()},  # in the order run
+        "stages": {name: {"counts": manifest["stages"][name].get("counts", {}),
+                          "seconds": manifest["stages"][name].get("seconds"),
+                          "finished": manifest["stages"][name].get("finished")}
+                   for name in names},  # in the order run
         "pairs": {p: pair_report(out_dir, p, manifest) for p in pairs},
     }
-    write_json(out_dir / "report.json", report)
-    with atomic_open(out_dir / "report.html", "w", encoding="utf-8", newline="\n") as f:
+    write_json(run.report_json, report)
+    with atomic_open(run.report_html, "w", encoding="utf-8", newline="\n") as f:
         f.write(render_html(report, out_dir))
     return report
+
+
+class ReportStage(Stage):
+    """The run's report over the stages of ``stage_names`` and the bitext of ``pairs``."""
+
+    name = "report"
+
+    def __init__(self, pairs: list[str], stage_names: list[str]):
+        self.pairs, self.stage_names = pairs, stage_names
+
+    def finish_fingerprint(self, ctx):
+        recs = {n: ctx.manifest.stage(n) or {} for n in self.stage_names}
+        files = []
+        for p in self.pairs:
+            src, tgt = p.split("-")
+            files += [f for f in (ctx.run.bitext(src, tgt) / "bitext.parquet",)]
+            files += RunDir.shards(ctx.run.scores(src, tgt))
+        return {"pairs": self.pairs,
+                "stages": {n: [r.get("counts"), r.get("seconds")] for n, r in recs.items()},
+                "files": [ctx.digest(f) for f in files]}
+
+    def finish(self, ctx, records) -> Result:
+        report = build_report(ctx.run.root, pairs=self.pairs, stages=self.stage_names)
+        plots = [ctx.run.root / rel for p in report["pairs"].values() for rel in p["plots"].values()]
+        return Result(outputs=[ctx.run.report_json, ctx.run.report_html, *plots])
+
+    def summary(self, counts: dict) -> str:
+        return "report.json, report.html"
 
 
 # --- HTML --------------------------------------------------------------------------

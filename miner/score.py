@@ -1,9 +1,13 @@
 """The ``score`` stage: stored neighbours -> scored candidate pairs with provenance.
 
-Reads ``DIR/knn/{src}-{tgt}/{fwd,bwd}/part-*.parquet`` (``id``, ``nbr_ids[k]``,
-``nbr_sims[k]``, ``mean_sim``) and writes ``DIR/scores/{src}-{tgt}/part-NNNNN.parquet``,
-best first, every retrieved candidate (thresholds and filters come after). The work
-goes through an executor (``miner.executor``: in this process, a process pool or Ray):
+Reads ``knn/{src}-{tgt}/{fwd,bwd}/part-*.parquet`` (``miner.formats.neighbours``)
+and writes ``scores/{src}-{tgt}/part-NNNNN.parquet`` (``miner.formats.scores``), best
+first, every retrieved candidate (thresholds and filters come after). A
+``ScoreStage`` is one global pass (the runner's finishing pass: current while the
+margin settings, the shard size and the digests of the neighbour and sentence shards
+are those recorded). Its steps go through the run's cluster executor when there is
+one (Ray), else run in this process (a local process pool was twice slower on 2
+cores, docs/mining.md):
 
 1. global pass (driver): the ``id`` and ``mean_sim`` columns of every neighbour shard
    of both directions: the neighbourhood means of the whole corpus, never per shard;
@@ -39,28 +43,19 @@ import pyarrow.parquet as pq
 from miner.config import Config
 from miner.errors import MinerError
 from miner.embed.stage import sentence_shards
-from miner.executor import Executor, LocalExecutor
+from miner.executor import LocalExecutor
+from miner.formats import read_parquet
+from miner.formats.neighbours import read_knn_shard, read_means
+from miner.formats.scores import SCORE_SCHEMA
 from miner.io import atomic_path
-from miner.knn.stage import knn_dir, knn_shards, read_knn_shard
-from miner.manifest import read_manifest, update_stage
-from miner.margin import (DIRECTION_NAMES, RETRIEVALS, Candidates, apply_margin, combine,
-                          direction_best, retrieve)
-from miner.storage import as_path, read_table, rmtree
+from miner.margin import DIRECTION_NAMES, Candidates, combine, direction_best
+from miner.rundir import DIRECTIONS, RunDir
+from miner.stage import Result, Stage
+from miner.storage import as_path, rmtree
 
 log = logging.getLogger(__name__)
 
-SHUFFLE_DIR = ".shuffle"  # phase-1 files of the provenance join, under scores/{pair}/
-
 PROVENANCE = ("text", "doc_id", "url_or_title", "source", "lid_prob")
-SCORE_SCHEMA = pa.schema([
-    ("src_id", pa.uint64()), ("tgt_id", pa.uint64()),
-    ("src_text", pa.string()), ("tgt_text", pa.string()),
-    ("score", pa.float64()), ("direction", pa.string()),
-    ("src_doc_id", pa.string()), ("tgt_doc_id", pa.string()),
-    ("src_url_or_title", pa.string()), ("tgt_url_or_title", pa.string()),
-    ("src_source", pa.string()), ("tgt_source", pa.string()),
-    ("src_lid_prob", pa.float32()), ("tgt_lid_prob", pa.float32()),
-])
 
 
 def ids_to_rows(ids: np.ndarray, query: np.ndarray, index=None) -> np.ndarray:
@@ -94,40 +89,10 @@ def neighbour_rows(other_ids: np.ndarray, nbr_ids: np.ndarray, nbr_sims: np.ndar
     return rows
 
 
-def score_arrays(fwd: dict, bwd: dict, margin: str, retrieval: str) -> Candidates:
-    """Candidates (row numbers into fwd["ids"] and bwd["ids"]) from both neighbour sets,
-    in one process (``run_score`` does the same per neighbour shard)."""
-    fwd_rows = neighbour_rows(bwd["ids"], fwd["nbr_ids"], fwd["nbr_sims"])  # source -> target
-    bwd_rows = neighbour_rows(fwd["ids"], bwd["nbr_ids"], bwd["nbr_sims"])  # target -> source
-    return retrieve(fwd["nbr_sims"], fwd_rows, bwd["nbr_sims"], bwd_rows, margin=margin,
-                    retrieval=retrieval, fwd_mean=fwd["mean"], bwd_mean=bwd["mean"])
-
-
-def scores_dir(out_dir: str | Path, src: str, tgt: str) -> Path:
-    return as_path(out_dir) / "scores" / f"{src}-{tgt}"
-
-
 # -- neighbour shards -> each query's best candidate (tasks) ---------------------------
 
-def _read_columns(path: Path, columns: list[str]) -> pa.Table:
-    try:
-        return read_table(path, columns=columns)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
-
-
-def read_means(out_dir: Path, src: str, tgt: str, direction: str
-               ) -> tuple[list[Path], np.ndarray, np.ndarray, list[int]]:
-    """The global pass over one direction: its shards, ids (n,) uint64, neighbourhood
-    means (n,) float32 and the rows of each shard."""
-    paths = knn_shards(out_dir, src, tgt, direction)
-    if not paths:
-        raise MinerError(f"{knn_dir(out_dir, src, tgt, direction)}: no neighbour shards "
-                         f"(run `mine knn {out_dir} --pair {src}-{tgt}` first)")
-    tables = [_read_columns(p, ["id", "mean_sim"]) for p in paths]
-    ids = np.concatenate([t.column("id").to_numpy() for t in tables])
-    means = np.concatenate([t.column("mean_sim").to_numpy() for t in tables])
-    return paths, ids, means, [t.num_rows for t in tables]
+def _read_columns(path, columns: list[str]) -> pa.Table:
+    return read_parquet(path, columns=columns)
 
 
 @dataclass(frozen=True)
@@ -237,7 +202,7 @@ def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
         if isinstance(source, GatherJob):
             tables.append(_take_provenance(source, start, stop))
         else:
-            tables.append(read_table(source, filters=[("pos", ">=", start),
+            tables.append(read_parquet(source, filters=[("pos", ">=", start),
                                                          ("pos", "<", stop)]))
     if not tables:  # no candidates
         tables = [pa.table({"pos": pa.array([], pa.int64()), "text": pa.array([], pa.string()),
@@ -280,11 +245,10 @@ def write_part(job: PartJob) -> str:
     return job.path
 
 
-def _sentence_rows(out_dir: Path, lang: str, knn_ids: np.ndarray, rows: np.ndarray
-                   ) -> tuple[list[Path], np.ndarray, np.ndarray]:
-    """Sentence shards of ``lang`` and, for each candidate row of the neighbour files,
-    the shard that holds the sentence and its row there."""
-    shards = sentence_shards(out_dir, lang)
+def _sentence_rows(shards: list, knn_ids: np.ndarray, rows: np.ndarray
+                   ) -> tuple[list, np.ndarray, np.ndarray]:
+    """For each candidate row of the neighbour files, the sentence shard (of
+    ``shards``) that holds the sentence and its row there."""
     ids = [_read_columns(p, ["id"]).column("id").to_numpy() for p in shards]
     all_ids = np.concatenate(ids)
     # neighbour files follow the sentence shards' order; map through ids to be safe
@@ -308,32 +272,73 @@ def _side_jobs(shards: list[Path], shard_of: np.ndarray, local: np.ndarray
     return jobs
 
 
-def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str,
-              executor: Executor | None = None) -> dict:
-    """Score the neighbours of one pair and write the candidates; returns counts.
+class ScoreStage(Stage):
+    """``knn/{src}-{tgt}`` (+ the sentence shards) -> ``scores/{src}-{tgt}``."""
 
-    ``executor``: where the tasks run (default: in this process)."""
-    start = time.time()
-    out_dir = as_path(out_dir)
+    def __init__(self, cfg: Config, src: str, tgt: str):
+        self.cfg, self.src, self.tgt = cfg, src, tgt
+        self.name = f"score/{src}-{tgt}"
+
+    def check(self, ctx) -> None:
+        self.knn = {}
+        for direction in DIRECTIONS:
+            d = ctx.run.knn(self.src, self.tgt, direction)
+            paths = ctx.outputs_of(f"knn/{self.src}-{self.tgt}", d) \
+                if ctx.manifest.stage(f"knn/{self.src}-{self.tgt}") else None
+            self.knn[direction] = paths or RunDir.shards(d)
+            if not self.knn[direction]:
+                raise MinerError(f"{d}: no neighbour shards (run `mine knn {ctx.run} "
+                                 f"--pair {self.src}-{self.tgt}` first)")
+        self.sentences = {lang: sentence_shards(ctx, lang) for lang in (self.src, self.tgt)}
+
+    def finish_fingerprint(self, ctx):
+        return {"margin": self.cfg.score.margin, "retrieval": self.cfg.score.retrieval,
+                "rows_per_part": self.cfg.shard_size,
+                "knn": {d: [ctx.digest(p) for p in ps] for d, ps in self.knn.items()},
+                "sentences": {lang: [ctx.digest(p) for p in ps]
+                              for lang, ps in self.sentences.items()}}
+
+    def finish(self, ctx, records) -> Result:
+        files, counts = score_pair(self.cfg, ctx.run, self.src, self.tgt, self.knn,
+                                   self.sentences, ctx.cluster)
+        return Result(outputs=files, counts=counts)
+
+    def summary(self, counts: dict) -> str:
+        return f"{counts.get('candidates', 0)} candidates"
+
+
+def run_score(cfg: Config, out_dir, src: str, tgt: str, executor=None) -> dict:
+    """Run the stage on its own for one pair; returns its counts."""
+    from miner.stage import run_stage
+
+    return run_stage(ScoreStage(cfg, src, tgt), cfg, out_dir, executor)
+
+
+def score_pair(cfg: Config, run: RunDir, src: str, tgt: str, knn: dict, sentences: dict,
+               executor=None) -> tuple[list, dict]:
+    """Score the neighbour shards ``knn`` (``{"fwd": [...], "bwd": [...]}``) of one pair
+    and write the candidates; returns the files written and counts. ``executor``:
+    where the steps' tasks run (None: in this process)."""
     executor = executor or LocalExecutor(1)
     pair = f"{src}-{tgt}"
     margin, retrieval = cfg.score.margin, cfg.score.retrieval
-    if retrieval not in RETRIEVALS:
-        raise MinerError(f"unknown retrieval {retrieval!r}: choose one of {', '.join(RETRIEVALS)}")
-    apply_margin(np.zeros(0), np.zeros(0), margin)  # an unknown margin fails here, not in a task
 
     # 1. global pass: the neighbourhood means of the whole corpus
-    fwd_paths, src_ids, src_mean, fwd_rows = read_means(out_dir, src, tgt, "fwd")
-    bwd_paths, tgt_ids, tgt_mean, bwd_rows = read_means(out_dir, src, tgt, "bwd")
+    sides = {}
+    for direction in DIRECTIONS:
+        means = [read_means(p) for p in knn[direction]]
+        sides[direction] = (np.concatenate([m[0] for m in means]),
+                            np.concatenate([m[1] for m in means]), [len(m[0]) for m in means])
+    (src_ids, src_mean, fwd_rows), (tgt_ids, tgt_mean, bwd_rows) = sides["fwd"], sides["bwd"]
     ctx = ScoreContext(uuid.uuid4().hex, margin, src_ids, src_mean, tgt_ids, tgt_mean)
     # 2. each neighbour shard's best candidates
-    items = [("fwd", str(p), int(o)) for p, o in zip(fwd_paths, np.cumsum([0] + fwd_rows))] + \
-            [("bwd", str(p), int(o)) for p, o in zip(bwd_paths, np.cumsum([0] + bwd_rows))]
+    items = [("fwd", str(p), int(o)) for p, o in zip(knn["fwd"], np.cumsum([0] + fwd_rows))] + \
+            [("bwd", str(p), int(o)) for p, o in zip(knn["bwd"], np.cumsum([0] + bwd_rows))]
     try:
         best = executor.map(partial(score_shard, ctx), items, desc=f"score {pair}")
     finally:
         _INDEX_CACHE.clear()  # tasks that ran in this process built it here
-    nf = len(fwd_paths)
+    nf = len(knn["fwd"])
 
     def cat(results, i, dtype):
         return np.concatenate([r[i] for r in results]) if results else np.zeros(0, dtype)
@@ -343,35 +348,31 @@ def run_score(cfg: Config, out_dir: str | Path, src: str, tgt: str,
                     cat(best[nf:], 0, np.int64), cat(best[nf:], 1, np.float64), retrieval)
     del best
     # 4. texts and provenance, then the parts
-    files = write_candidates(executor, out_dir, src, tgt, cands, src_ids, tgt_ids,
+    files = write_candidates(executor, run, src, tgt, cands, src_ids, tgt_ids, sentences,
                              cfg.shard_size, desc=f"score {pair}")
     counts = {"sources": int(len(src_ids)), "targets": int(len(tgt_ids)),
               "candidates": int(len(cands)),
               **{f"direction_{n}": int((cands.direction == c).sum())
                  for c, n in DIRECTION_NAMES.items()}}
-    update_stage(out_dir, f"score/{pair}", {
-        "config_hash": cfg.stage_hash("knn", "score"), "margin": margin,
-        "retrieval": retrieval, "files": files, "counts": counts,
-        "seconds": round(time.time() - start, 3), "finished": True})
     log.info("score %s: %d candidates", pair, len(cands))
-    return counts
+    return files, counts
 
 
-def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
+def write_candidates(executor, run: RunDir, src: str, tgt: str,
                      cands: Candidates, src_ids: np.ndarray, tgt_ids: np.ndarray,
-                     rows_per_part: int, desc: str = "") -> list[str]:
+                     sentences: dict, rows_per_part: int, desc: str = "") -> list:
     """Join the candidates' texts and provenance and write ``part-NNNNN.parquet`` files
-    of ``rows_per_part`` rows (atomically, stale parts removed); returns their names."""
-    directory = scores_dir(out_dir, src, tgt)
+    of ``rows_per_part`` rows (atomically, stale parts removed); returns their paths."""
+    directory = run.scores(src, tgt)
     directory.mkdir(parents=True, exist_ok=True)
-    shuffle = directory / SHUFFLE_DIR
+    shuffle = run.score_shuffle(src, tgt)
     if shuffle.exists():
         rmtree(shuffle)  # left by an interrupted run
     rows_per_part = max(1, rows_per_part)
     p = len(cands)
     n_parts = max(1, -(-p // rows_per_part))
-    src_jobs = _side_jobs(*_sentence_rows(out_dir, src, src_ids, cands.src))
-    tgt_jobs = _side_jobs(*_sentence_rows(out_dir, tgt, tgt_ids, cands.tgt))
+    src_jobs = _side_jobs(*_sentence_rows(sentences[src], src_ids, cands.src))
+    tgt_jobs = _side_jobs(*_sentence_rows(sentences[tgt], tgt_ids, cands.tgt))
     src_cand_ids, tgt_cand_ids = src_ids[cands.src], tgt_ids[cands.tgt]
 
     if n_parts == 1:  # one task, straight from the sentence shards
@@ -397,29 +398,14 @@ def write_candidates(executor: Executor, out_dir: Path, src: str, tgt: str,
                 return sources[side]
             return tuple(f for f in sources[side] if ranges[f][0] < b and ranges[f][1] >= a)
 
-        parts.append(PartJob(str(directory / f"part-{i:05d}.parquet"), a, b,
+        parts.append(PartJob(str(RunDir.shard(directory, i)), a, b,
                              src_cand_ids[a:b], tgt_cand_ids[a:b], cands.score[a:b],
                              cands.direction[a:b], needed("src"), needed("tgt")))
     executor.map(write_part, parts, desc=desc)  # phase 2
     if shuffle.exists():
         rmtree(shuffle)
     names = [as_path(job.path).name for job in parts]
-    for stale in directory.glob("part-*.parquet"):
+    for stale in RunDir.shards(directory):
         if stale.name not in names:
             stale.unlink()
-    return names
-
-
-def score_is_current(cfg: Config, out_dir: str | Path, src: str, tgt: str) -> bool:
-    """True when the manifest records a finished score of this pair with these settings,
-    newer than its neighbour files."""
-    rec = read_manifest(out_dir)["stages"].get(f"score/{src}-{tgt}")
-    if not rec or not rec.get("finished") or rec.get("config_hash") != cfg.stage_hash("knn", "score"):
-        return False
-    d = scores_dir(out_dir, src, tgt)
-    if not all((d / f).exists() for f in rec.get("files", [])):
-        return False
-    knn_dir = as_path(out_dir) / "knn" / f"{src}-{tgt}"
-    newest_knn = max((p.stat().st_mtime for p in knn_dir.glob("*/part-*.parquet")), default=0)
-    oldest_score = min((d / f).stat().st_mtime for f in rec["files"])
-    return oldest_score >= newest_knn
+    return [job.path for job in parts]

@@ -138,9 +138,6 @@ class RemotePath:
     def parent(self) -> "RemotePath":
         return RemotePath(f"{self.scheme}://{posixpath.dirname(self.key)}")
 
-    def with_name(self, name: str) -> "RemotePath":
-        return self.parent / name
-
     def relative_to(self, other) -> Path:
         other = as_path(other)
         if not isinstance(other, RemotePath) or other.scheme != self.scheme or not (

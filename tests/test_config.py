@@ -50,3 +50,246 @@ def test_parsers():
             parse_pair(bad)
     with pytest.raises(MinerError):
         parse_memory("lots")
+
+
+# --- Config.validate: every setting checked before any stage runs -------------------
+
+def test_default_config_and_example_validate():
+    assert Config().validate().knn.k == 4
+    from conftest import EXAMPLES
+
+    assert Config.from_toml(EXAMPLES / "run.toml").parsed_pairs() == [("de", "en"), ("fr", "en")]
+
+
+@pytest.mark.parametrize("settings,words", [
+    # top level
+    ({"shard_size": 0}, ["shard_size = 0", ">= 1"]),
+    ({"executor": "slurm"}, ["executor = 'slurm'", "local, ray"]),
+    ({"seed": -1}, ["seed = -1"]),
+    ({"out": " "}, ["out"]),
+    # prepare
+    ({"format": "pdf"}, ["format = 'pdf'", "auto, wiki"]),
+    ({"min_chars": -1}, ["min_chars = -1", ">= 0"]),
+    ({"max_chars": 10}, ["max_chars = 10", "min_chars (10)"]),
+    ({"lid_threshold": 1.5}, ["lid_threshold = 1.5", "between 0 and 1"]),
+    ({"lid_thresholds": {"de": -0.1}}, ["lid_thresholds[de] = -0.1", "between 0 and 1"]),
+    ({"lid_thresholds": {"Deutsch": 0.5}}, ["lid_thresholds = 'Deutsch'"]),
+    ({"workers": -2}, ["workers = -2", ">= 0"]),
+    ({"chunk_size": "lots"}, ["chunk_size = 'lots'", "512M"]),
+    ({"chunk_size": "0"}, ["chunk_size = '0'", "> 0"]),
+    ({"text_field": ""}, ["text_field"]),
+    # embed
+    ({"encoder": "laser"}, ["encoder = 'laser'", "muse, sentence-transformers"]),
+    ({"model": "x/y"}, ["model = 'x/y'", "muse"]),
+    ({"encoder": "sentence-transformers"}, ["model = None", "sentence-transformers"]),
+    ({"batch_size": 0}, ["batch_size = 0", ">= 1"]),
+    ({"embed_dtype": "bfloat16"}, ["embed_dtype = 'bfloat16'", "float16, float32"]),
+    ({"device": "gpu"}, ["device = 'gpu'", "cuda:N"]),
+    ({"device": "cuda:x"}, ["device = 'cuda:x'"]),
+    # knn
+    ({"k": 0}, ["k = 0", ">= 1"]),
+    ({"index": "hnsw"}, ["index = 'hnsw'", "flat, ivf, ivfpq, auto"]),
+    ({"nprobe": 0}, ["nprobe = 0", ">= 1"]),
+    ({"knn_backend": "cuda"}, ["knn_backend = 'cuda'", "faiss"]),
+    ({"max_memory": "12X"}, ["max_memory = '12X'", "8G"]),
+    ({"max_memory": "-1G"}, ["max_memory = '-1G'", "> 0"]),
+    # score
+    ({"margin": "foo"}, ["margin = 'foo'", "ratio, distance, absolute"]),
+    ({"retrieval": "both"}, ["retrieval = 'both'", "max, intersect, fwd, bwd"]),
+    ({"threshold": float("inf")}, ["threshold = inf", "finite"]),
+    ({"threshold": float("nan")}, ["threshold = nan", "finite"]),
+    # filters
+    ({"min_length_ratio": 0.0}, ["min_length_ratio = 0.0", "> 0"]),
+    ({"max_length_ratio": -2.0}, ["max_length_ratio = -2.0", "> 0"]),
+    ({"min_length_ratio": 3.0, "max_length_ratio": 2.0}, ["min_length_ratio = 3.0", "max_length_ratio (2.0)"]),
+    ({"lid_agreement_min_prob": 2.0}, ["lid_agreement_min_prob = 2.0", "between 0 and 1"]),
+    ({"lid_agreement_min_expected": -1.0}, ["lid_agreement_min_expected = -1.0"]),
+    ({"number_min_digits": 0}, ["number_min_digits = 0", ">= 1"]),
+    ({"max_pairs_per_doc": 0}, ["max_pairs_per_doc = 0", ">= 1"]),
+])
+def test_validate_names_setting_value_and_what_is_allowed(settings, words):
+    cfg = Config().update(settings)
+    with pytest.raises(MinerError) as e:
+        cfg.validate()
+    msg = str(e.value)
+    assert msg.startswith("setting ") and "\n" not in msg and "expected" in msg
+    for w in words:
+        assert w in msg, msg
+
+
+@pytest.mark.parametrize("settings", [
+    {"device": "cuda:1"}, {"device": "mps"}, {"encoder": "sentence-transformers", "model": "m"},
+    {"min_length_ratio": 2.0, "max_length_ratio": 2.0}, {"min_length_ratio": 0.1},
+    {"max_pairs_per_doc": 1}, {"threshold": 1.0}, {"workers": 0}, {"min_chars": 0, "max_chars": 1},
+    {"lid_thresholds": {"deu": 0.7, "__label__fr": 1}}, {"chunk_size": "1"}, {"format": "auto"},
+])
+def test_validate_accepts_edge_values(settings):
+    Config().update(settings).validate()
+
+
+@pytest.mark.parametrize("pairs,words", [
+    (["de-deu"], ["'de-deu'", "both de"]),  # one language under two codes
+    (["de-DE"], ["'de-DE'", "both de"]),
+    (["de-de"], ["'de-de'", "two different"]),
+    (["de"], ["'de'", "like de-en"]),
+    (["de-en-fr"], ["'de-en-fr'"]),
+    (["de-xx"], ["'de-xx'", "'xx'"]),  # not an ISO 639-1 code
+    (["und-en"], ["'und-en'", "'und'"]),
+    (["de-1"], ["'de-1'", "'1'"]),
+    (["de-en", "fr-en", "deu-eng"], ["'deu-eng'", "same as 'de-en'"]),
+])
+def test_validate_pairs_after_normalisation(pairs, words):
+    with pytest.raises(MinerError) as e:
+        Config(pairs=pairs).validate()
+    for w in ["setting pairs", *words]:
+        assert w in str(e.value), str(e.value)
+
+
+def test_validate_pairs_accepts_codes_in_any_form():
+    Config(pairs=["deu-eng", "fr-en", "en-fr", "zh_Hans-en", "gsw-de"]).validate()
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("shard_size", "10", ["shard_size = '10'", "an integer"]),
+    ("shard_size", True, ["shard_size = True", "an integer"]),
+    ("pairs", "de-en", ["pairs = 'de-en'", "a list of strings"]),
+    ("inputs", [1], ["inputs = [1]", "a list of strings"]),
+])
+def test_validate_checks_types_of_values_set_directly(field, value, words):
+    cfg = Config()
+    setattr(cfg, field, value)
+    with pytest.raises(MinerError) as e:
+        cfg.validate()
+    for w in words:
+        assert w in str(e.value), str(e.value)
+    cfg = Config()
+    cfg.prepare.lid_thresholds = {"de": "high"}
+    with pytest.raises(MinerError, match="lid_thresholds"):
+        cfg.validate()
+    cfg = Config()
+    cfg.filters.max_pairs_per_doc = 1.5
+    with pytest.raises(MinerError, match="max_pairs_per_doc = 1.5: expected an integer or unset"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[knn]\nk = 0\n", ["k = 0"]), ("max_memory = '12X'\n", ["max_memory = '12X'"]),
+    ("pairs = ['de-deu']\n", ["de-deu"]), ("[score]\nmargin = 'foo'\n", ["margin = 'foo'"]),
+    ("[filters]\nmax_pairs_per_doc = 0\n", ["max_pairs_per_doc = 0"]),
+])
+def test_from_toml_validates_and_names_the_file(tmp_path, text, words):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(MinerError) as e:
+        Config.from_toml(f)
+    for w in ["bad.toml", *words]:
+        assert w in str(e.value), str(e.value)
+
+
+def test_parse_memory_overflow_is_a_user_error():
+    with pytest.raises(MinerError):
+        parse_memory("infG")
+
+
+# --- one set of choices: config constants, stage modules, CLI -----------------------
+
+def test_stage_modules_reexport_the_config_constants():
+    from miner import config, executor, margin, readers
+    from miner.embed import encoders
+
+    assert readers.FORMATS is config.FORMATS and config.FORMAT_CHOICES == ("auto", *config.FORMATS)
+    assert encoders.ENCODERS is config.ENCODERS
+    assert margin.MARGINS is config.MARGINS and margin.RETRIEVALS is config.RETRIEVALS
+    assert executor.EXECUTORS is config.EXECUTORS
+
+
+def _choice_params(group, path=()):
+    import click
+
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _choice_params(cmd, (*path, name))
+            continue
+        for param in cmd.params:
+            if isinstance(param.type, click.Choice):
+                yield " ".join((*path, name)), param
+
+
+def test_cli_choices_are_the_config_constants():
+    from miner import config
+    from miner.cli import main
+
+    expected = {"executor": config.EXECUTORS, "encoder": config.ENCODERS,
+                "margin": config.MARGINS, "retrieval": config.RETRIEVALS,
+                "knn_backend": config.KNN_BACKENDS, "format_": config.FORMAT_CHOICES,
+                "embed_dtype": config.EMBED_DTYPES, "index": config.INDEX_KINDS}
+    seen = set()
+    for command, param in _choice_params(main):
+        assert param.name in expected, f"mine {command} --{param.name}: not a config constant"
+        assert tuple(param.type.choices) == expected[param.name], f"mine {command} {param.name}"
+        seen.add(param.name)
+    assert seen == set(expected)
+
+
+# --- the CLI: a bad value fails before any stage runs --------------------------------
+
+def _invoke(*args):
+    from click.testing import CliRunner
+
+    from miner.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _assert_one_line_error(result, *words):
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mine: error: "), result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("args,words", [
+    (["-k", "0"], ["k = 0"]),
+    (["--max-memory", "12X"], ["max_memory = '12X'"]),
+    (["--chunk-size", "0"], ["chunk_size = '0'"]),
+    (["--pair", "de-deu"], ["de-deu"]),
+    (["--pair", "de-xx"], ["de-xx"]),
+    (["--min-chars", "600"], ["max_chars = 500"]),
+    (["--threshold", "nan"], ["threshold = nan"]),
+])
+def test_mine_run_bad_value_fails_before_any_stage(tmp_path, args, words):
+    src = tmp_path / "in.txt"
+    src.write_text("Ein Satz.\n")
+    out = tmp_path / "out"
+    result = _invoke("run", src, "--pair", "de-en", "--out", out, *args)
+    _assert_one_line_error(result, *words)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[score]\nmargin = 'foo'\n", ["c.toml", "margin = 'foo'"]),
+    ("[knn]\nk = 0\n", ["c.toml", "k = 0"]),
+    ("max_memory = '12X'\n", ["c.toml", "max_memory"]),
+    ("pairs = ['de-deu']\n", ["c.toml", "de-deu"]),
+])
+def test_mine_run_bad_config_file_fails_before_any_stage(tmp_path, text, words):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f"out = {str(tmp_path / 'out')!r}\ninputs = ['in.txt']\n" + text)
+    (tmp_path / "in.txt").write_text("Ein Satz.\n")
+    _assert_one_line_error(_invoke("run", "--config", conf), *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_mine_run_click_rejects_unknown_choice(tmp_path):
+    result = _invoke("run", tmp_path / "in.txt", "--pair", "de-en", "--out", tmp_path / "out",
+                     "--margin", "foo")
+    assert result.exit_code == 2 and "foo" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_mine_prepare_checks_per_language_lid_threshold(tmp_path):
+    result = _invoke("prepare", tmp_path / "in.txt", "--lang", "de", "--out", tmp_path / "out",
+                     "--lid-threshold", "de=1.5")
+    _assert_one_line_error(result, "lid_thresholds[de] = 1.5")
+    assert not (tmp_path / "out").exists()

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from miner.config import Config
-from miner.embed.shards import EmbeddingMeta, read_embedding_meta, read_embedding_shard, \
+from miner.formats.embeddings import EmbeddingMeta, read_embedding_meta, read_embedding_shard, \
     write_embedding_shard
 from miner.embed.stage import run_embed
 from miner.errors import MinerError

@@ -112,7 +112,7 @@ def test_distributed_knn_equals_the_single_process_search(tmp_path):
     several partitions and ties."""
     import numpy as np
 
-    from miner.embed.shards import EmbeddingMeta, write_embedding_shard
+    from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard
     from miner.knn.distributed import DirectionPlan, run_direction
     from miner.knn.sharded import knn_partitions, mean_topk
     from miner.knn.stage import read_knn_shard

@@ -71,7 +71,7 @@ class PoolCluster(LocalExecutor):
 
 
 def _ivf_corpus(out, seed=0, d=16):
-    from miner.embed.shards import EmbeddingMeta, write_embedding_shard
+    from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard
 
     rng = np.random.default_rng(seed)
     centers = unit(rng.standard_normal((30, d)))
@@ -132,6 +132,7 @@ def test_index_search_is_identical_in_process_and_as_tasks(tmp_path, monkeypatch
 
 
 def test_an_interrupted_index_search_resumes_without_retraining(tmp_path, monkeypatch):
+    import miner.knn.search as search  # search_shard looks write_knn_shard up there
     import miner.knn.stage as stage
 
     ref = tmp_path / "ref"
@@ -152,10 +153,10 @@ def test_an_interrupted_index_search_resumes_without_retraining(tmp_path, monkey
             raise RuntimeError("driver killed")
         real_write(*a, **kw)
 
-    monkeypatch.setattr(stage, "write_knn_shard", crash_on_second)
+    monkeypatch.setattr(search, "write_knn_shard", crash_on_second)
     with pytest.raises(RuntimeError):
         stage.run_knn(_config("ivf"), out, "de", "en")
-    monkeypatch.setattr(stage, "write_knn_shard", real_write)
+    monkeypatch.setattr(search, "write_knn_shard", real_write)
     kept = list((fwd / ".index").glob("*.faiss"))
     assert len(kept) == 1 and len(list(fwd.glob("part-*.parquet"))) == 1
 

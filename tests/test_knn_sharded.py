@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 from miner.embed.encoders import l2_normalize as unit  # noqa: E402
 from miner.cli import main  # noqa: E402
 from miner.config import Config  # noqa: E402
-from miner.embed.shards import EmbeddingMeta, write_embedding_shard  # noqa: E402
+from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard  # noqa: E402
 from miner.knn.sharded import knn_partitions, regroup  # noqa: E402
 from miner.knn.stage import knn_shards, read_knn, run_knn  # noqa: E402
 

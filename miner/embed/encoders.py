@@ -15,9 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from miner.config import ENCODERS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
-
-ENCODERS = ("muse", "sentence-transformers")
 
 
 class Encoder(Protocol):
@@ -186,3 +185,16 @@ def encoder_id(encoder: Encoder) -> str:
     """A string naming the encoder and model, stored with embeddings to detect mixing."""
     model = getattr(encoder, "model_name", None)
     return f"{encoder.name}:{model}" if model else encoder.name
+
+
+_LOADED: dict[tuple, Encoder] = {}
+
+
+def encoder_for(settings) -> Encoder:
+    """The encoder an ``EmbedConfig`` names, loaded once per process: every language
+    of a run (and every stage that embeds) shares it."""
+    key = (settings.encoder, settings.model, settings.device, settings.batch_size)
+    if key not in _LOADED:
+        _LOADED.clear()  # one model in memory at a time
+        _LOADED[key] = load_encoder(*key)
+    return _LOADED[key]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from miner.errors import MinerError
-from miner.knn.exact import sort_topk
+from miner.knn.topk import sort_topk
 
 U_BF16 = 2.0 ** -8   # unit roundoff of bfloat16 (8 significant bits)
 U_FP32 = 2.0 ** -24

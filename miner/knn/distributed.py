@@ -19,7 +19,10 @@ The approximate indexes (``--index ivf|ivfpq``) need no merge: the driver trains
 fills the index once and writes it to ``{out}/.index/{hash}.faiss``; then
 ``search_index_shard`` is one task per query shard, which maps the index file
 read-only, searches and writes the neighbour shard through the same
-``miner.knn.stage.search_shard`` as the single-process stage.
+``miner.knn.search.search_shard`` as the single-process stage.
+
+This module imports ``miner.knn.search`` (shared with the stage), never
+``miner.knn.stage``, which imports this one (lazily) for a cluster executor.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ import numpy as np
 
 from miner.io import atomic_path
 from miner.storage import AnyPath, as_path, read_table
+from miner.formats.embeddings import read_embeddings, read_ids
+from miner.formats.neighbours import write_knn_shard
+from miner.knn.search import search_shard
 from miner.knn.sharded import knn_partitions, mean_topk
 
 
@@ -64,8 +70,6 @@ def _partial_path(plan: DirectionPlan, q_name: str, j: int, fingerprint: dict) -
 
 def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
     """Database rows [start, stop) in storage dtype, and their sentence ids."""
-    from miner.knn.stage import read_embeddings
-
     embs, ids, offset = [], [], 0
     for path, n in zip(plan.db_paths, plan.db_rows):
         lo, hi = max(start, offset), min(stop, offset + n)
@@ -82,8 +86,6 @@ def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, 
 def search_partition(item: tuple[str, int, dict], plan: DirectionPlan) -> str:
     """Task 1: top-k of query shard ``item[0]`` in database partition ``item[1]``;
     returns the partial's path."""
-    from miner.knn.stage import read_embeddings
-
     q_path, j, fingerprint = item
     dest = _partial_path(plan, as_path(q_path).name, j, fingerprint)
     if dest.exists():
@@ -112,8 +114,6 @@ def search_partition(item: tuple[str, int, dict], plan: DirectionPlan) -> str:
 def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     """Task 2: merge the partials of one query shard into its neighbour shard; returns
     the rows written."""
-    from miner.knn.stage import write_knn_shard
-
     q_path, fingerprint, partials = item
     parts = [np.load(io.BytesIO(as_path(p).read_bytes())) for p in partials]
     sims = np.concatenate([p["sims"] for p in parts], axis=1)
@@ -124,19 +124,18 @@ def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     sims = np.take_along_axis(sims, order, 1).astype(np.float32)
     nbr = np.take_along_axis(ids, order, 1).astype(np.uint64)
     q_ids = read_table(q_path, columns=["id"]).column("id").to_numpy()
-    write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
-                    fingerprint)
+    write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims))
     for p in partials:
         as_path(p).unlink(missing_ok=True)
     return len(q_ids)
 
 
 def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
-                  num_gpus: float = 0) -> int:
+                  num_gpus: float = 0) -> list[int]:
     """Search and merge the query shards ``todo`` ((path, fingerprint) pairs) on
-    ``executor``; returns the queries searched."""
+    ``executor``; returns the queries searched per shard."""
     if not todo:
-        return 0
+        return []
     n_parts = len(plan.partitions())
     items = [(str(q), j, fp) for q, fp in todo for j in range(n_parts)]
     # partials of an interrupted run with other settings or shards would never be used
@@ -152,7 +151,7 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     partial_dir = as_path(plan.out) / ".partial"
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
-    return sum(rows)
+    return rows
 
 
 # -- approximate indexes (IVF / IVF-PQ) ------------------------------------------------
@@ -178,7 +177,6 @@ def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
     import faiss
 
     from miner.knn.index import gpus_available, index_search, read_index, to_gpus
-    from miner.knn.stage import read_ids, search_shard
 
     q_path, fingerprint = item
     faiss.omp_set_num_threads(max(1, plan.threads))
@@ -195,13 +193,13 @@ def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
 
 
 def run_index_direction(executor, plan: IndexPlan, todo: list[tuple[Path, dict]],
-                        num_cpus: float = 1, num_gpus: float = 0) -> int:
+                        num_cpus: float = 1, num_gpus: float = 0) -> list[int]:
     """Search the query shards ``todo`` ((path, fingerprint) pairs) in ``plan.index_path``,
-    one ``executor`` task each; returns the queries searched."""
+    one ``executor`` task each; returns the queries searched per shard."""
     if not todo:
-        return 0
+        return []
     rows = executor.map(partial(search_index_shard, plan=plan),
                         [(str(q), fp) for q, fp in todo],
                         desc=f"knn {as_path(plan.out).name} search", num_cpus=num_cpus,
                         num_gpus=num_gpus)
-    return sum(rows)
+    return rows

@@ -1,10 +1,16 @@
-"""Exact inner-product kNN: faiss flat search, a numpy reference, and top-k merging."""
+"""Exact inner-product kNN: faiss flat search, a numpy reference, and the backend dispatch.
+
+Top-k ordering and merging (``sort_topk``, ``merge_topk``) live in ``miner.knn.topk``
+and are re-exported here.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
+from miner.config import KNN_BACKENDS
 from miner.errors import MinerError
+from miner.knn.topk import merge_topk, sort_topk  # noqa: F401 - re-exported (miner.knn, callers)
 
 
 def _check(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -13,31 +19,6 @@ def _check(queries: np.ndarray, database: np.ndarray) -> tuple[np.ndarray, np.nd
     if q.ndim != 2 or y.ndim != 2 or q.shape[1] != y.shape[1]:
         raise MinerError(f"embedding shapes do not match: queries {q.shape}, database {y.shape}")
     return q, y
-
-
-def sort_topk(sims: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Order each row by similarity descending, then id ascending (deterministic ties).
-
-    sims: (n, k) float32, ids: (n, k) int64. Entries with id -1 (padding) go last.
-    """
-    key_ids = np.where(ids < 0, np.iinfo(np.int64).max, ids)
-    key_sims = np.where(ids < 0, -np.inf, sims)
-    order = np.lexsort((key_ids, -key_sims), axis=-1)
-    return np.take_along_axis(sims, order, 1), np.take_along_axis(ids, order, 1)
-
-
-def merge_topk(sims_a: np.ndarray, ids_a: np.ndarray, sims_b: np.ndarray,
-               ids_b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge two per-query top-k lists (n, ka) and (n, kb) into the top-k of their union.
-
-    Exact whatever the split: the result depends only on the (sim, id) pairs, with
-    ties broken by the lower id, so searching a database in any partition and
-    merging gives the same answer as searching it whole.
-    """
-    sims = np.concatenate([sims_a, sims_b], axis=1)
-    ids = np.concatenate([ids_a, ids_b], axis=1)
-    sims, ids = sort_topk(sims, ids)
-    return sims[:, :k], ids[:, :k]
 
 
 def knn_numpy(queries: np.ndarray, database: np.ndarray, k: int,
@@ -114,7 +95,7 @@ def knn_search(queries: np.ndarray, database: np.ndarray, k: int,
         from miner.knn.torch_knn import knn_torch
 
         return knn_torch(queries, database, k)
-    raise MinerError(f"unknown kNN backend {backend!r}: expected auto, faiss, numpy, torch or triton")
+    raise MinerError(f"unknown kNN backend {backend!r}: expected one of {', '.join(KNN_BACKENDS)}")
 
 
 def auto_backend() -> str:

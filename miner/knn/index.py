@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from miner.config import INDEX_KINDS
 from miner.errors import MinerError
 
 AUTO_FLAT_MAX = 1_000_000
@@ -24,8 +25,8 @@ TRAIN_PER_LIST = 64  # training vectors per inverted list (faiss warns below 39)
 
 def choose_index(kind: str, n: int) -> str:
     """``flat`` | ``ivf`` | ``ivfpq`` for a database of n vectors (resolves ``auto``)."""
-    if kind not in ("flat", "ivf", "ivfpq", "auto"):
-        raise MinerError(f"unknown index {kind!r}: expected flat, ivf, ivfpq or auto")
+    if kind not in INDEX_KINDS:
+        raise MinerError(f"unknown index {kind!r}: expected one of {', '.join(INDEX_KINDS)}")
     if kind != "auto":
         return kind
     if n < AUTO_FLAT_MAX:
@@ -156,7 +157,7 @@ def read_index(path, nprobe: int | None = None, mmap: bool = True):
 def index_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Search a faiss index: sims (n, k') float32, ids (n, k') int64 (-1 padding when a
     query's probed lists hold fewer than k vectors), sorted by sim then id."""
-    from miner.knn.exact import sort_topk
+    from miner.knn.topk import sort_topk
 
     k = min(k, index.ntotal)
     sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)

@@ -80,19 +80,6 @@ def knn_partitions(queries: np.ndarray, partitions: Iterable[np.ndarray], k: int
     return best_s, best_i
 
 
-def knn_blocks(query_blocks: Iterable[np.ndarray],
-               partitions: Callable[[], Iterable[np.ndarray]], k: int,
-               backend: str = "auto") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """For each query block, (sims, ids, mean_sim) of its exact top-k over the database.
-
-    partitions() returns a fresh iterator over the database partitions each time
-    (read again for every query block when the database does not stay in memory).
-    """
-    for q in query_blocks:
-        sims, ids = knn_partitions(q, partitions(), k, backend)
-        yield sims, ids, mean_topk(sims)
-
-
 def regroup(blocks: Iterable[np.ndarray], rows: int) -> Iterator[np.ndarray]:
     """Re-cut a stream of row blocks (m_i, d) into blocks of ``rows`` rows (last shorter)."""
     buf: list[np.ndarray] = []

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator, Optional
 
+from miner.config import FORMATS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
 from miner.storage import AnyPath, RemotePath, as_path
 
-FORMATS = ("wiki", "wet", "warc", "text", "jsonl", "parquet")
 
 _MAGIC = {
     b"\x1f\x8b": "gzip",

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from miner.errors import MinerError
-from miner.io import MAX_LINE_BYTES
+from miner.io import MAX_LINE_BYTES, MAX_LINE_CHARS
 from miner.readers import DECOMPRESS_ERRORS, Document, open_binary, open_raw
 from miner.storage import as_path, parquet_file
 
@@ -92,8 +92,8 @@ def read_text(path: str | Path, paragraphs: bool = False,
                 start = lineno
             block.append(line)
             size += len(line)
-            if size > MAX_LINE_BYTES * 8:
-                raise MinerError(f"{path}:{start}: paragraph longer than {MAX_LINE_BYTES * 8} characters")
+            if size > MAX_LINE_CHARS * 8:  # len() of decoded lines: characters
+                raise MinerError(f"{path}:{start}: paragraph longer than {MAX_LINE_CHARS * 8} characters")
         elif block:
             yield Document("\n".join(block), str(start), "", str(path))
             block, size = [], 0

@@ -145,7 +145,7 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
                 parser.feed(chunk)
                 events = list(parser.read_events())
             except ET.ParseError as e:
-                raise MinerError(f"{path}: malformed XML ({_where(e)})") from None
+                raise MinerError(f"{path}: malformed XML ({e})")  # line numbers count from the file start from None
             for event, elem in events:
                 tag = _local(elem.tag)
                 if event == "start":
@@ -282,11 +282,6 @@ def is_multistream(path) -> bool:
         except (OSError, ValueError, EOFError):
             return False
         return d.unused_data[:3] == b"BZh" or (not d.unused_data and f.read(3) == b"BZh")
-
-
-def _where(err: ET.ParseError) -> str:
-    """The parser's message; its line numbers count from the start of the file."""
-    return str(err)
 
 
 def _local(tag: str) -> str:

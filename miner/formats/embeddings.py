@@ -1,4 +1,4 @@
-"""Embedding shards: ``DIR/embeddings/{lang}/part-NNNNN.parquet``.
+"""Embedding shards: ``embeddings/{lang}/part-NNNNN.parquet``, written by embed.
 
 Each shard mirrors one sentence shard row for row: column ``id`` (uint64, the
 sentence hash) and ``embedding`` (fixed-size list of float16 by default, float32 on
@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from miner.errors import MinerError
+from miner.formats import open_parquet, read_parquet
 from miner.io import atomic_path
-from miner.storage import AnyPath, as_path, parquet_file, read_table
 
 META_KEY = b"miner.embedding"
 
@@ -48,31 +47,33 @@ def write_embedding_shard(path: str | Path, ids: np.ndarray, embeddings: np.ndar
 
 def read_embedding_meta(path: str | Path) -> EmbeddingMeta:
     """The encoder metadata of one shard."""
-    try:
-        md = parquet_file(path).schema_arrow.metadata or {}
-    except (OSError, pa.ArrowInvalid) as e:
-        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+    md = open_parquet(path).schema_arrow.metadata or {}
     if META_KEY not in md:
         raise MinerError(f"{path}: not an embedding shard (no {META_KEY.decode()} metadata)")
     return EmbeddingMeta(**json.loads(md[META_KEY]))
 
 
-def read_embedding_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """ids (n,) uint64 and embeddings (n, dim) float32 of one shard."""
-    try:
-        table = read_table(path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise MinerError(f"{path}: not a readable Parquet file ({e})") from None
+def read_embeddings(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """ids (n,) uint64 and embeddings (n, dim) in their storage dtype (float16 stays
+    float16: the kNN search takes it as stored)."""
+    table = read_parquet(path)
     col = table.column("embedding").combine_chunks()
-    dim = col.type.list_size
-    flat = col.values.to_numpy(zero_copy_only=False)
-    emb = flat.reshape(-1, dim).astype(np.float32)
+    emb = col.values.to_numpy(zero_copy_only=False).reshape(-1, col.type.list_size)
     return table.column("id").to_numpy(), emb
 
 
-def embedding_shards(directory: str | Path) -> list[AnyPath]:
-    """The shards of one language's embedding directory, in order."""
-    return sorted(as_path(directory).glob("part-*.parquet"))
+def read_embedding_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """ids (n,) uint64 and embeddings (n, dim) float32 of one shard."""
+    ids, emb = read_embeddings(path)
+    return ids, emb.astype(np.float32)
+
+
+def read_ids(paths) -> np.ndarray:
+    """The sentence ids of shards, concatenated in order (uint64)."""
+    if not paths:
+        return np.zeros(0, np.uint64)
+    return np.concatenate([read_parquet(p, columns=["id"]).column("id").to_numpy()
+                           for p in paths])
 
 
 def check_consistent(paths: list[Path]) -> EmbeddingMeta:
@@ -86,11 +87,3 @@ def check_consistent(paths: list[Path]) -> EmbeddingMeta:
             raise MinerError(f"{p}: embeddings of {meta.encoder} (dim {meta.dim}) mixed with "
                              f"{first.encoder} (dim {first.dim}) in {paths[0].parent}")
     return first
-
-
-def iter_embeddings(directory: str | Path) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, float32 embeddings) for each shard of a directory, in order."""
-    paths = embedding_shards(directory)
-    check_consistent(paths)
-    for p in paths:
-        yield read_embedding_shard(p)
