@@ -5,7 +5,6 @@ stderr and exit 2.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import sys
@@ -36,16 +35,22 @@ def user_errors(fn):
     return wrapper
 
 
-@contextlib.contextmanager
-def run_folder(directory, create: bool = False):
-    """Hold the lock of the run folder a command writes into (miner.runlock) and clear
-    the temporary files a killed run left there. ``create``: make a missing folder
-    (else a missing folder is left to the stage to report)."""
-    from miner.runlock import RunLock, cleanup_temp
+def _progress(message: str) -> None:
+    click.echo(message, err=True)
 
-    with RunLock(directory, create=create):
-        cleanup_temp(directory)
-        yield
+
+def run_stages(cfg: Config, stages: list) -> dict:
+    """Run ``stages`` over ``cfg.out`` (miner.pipeline.run_stages), progress on stderr."""
+    from miner.pipeline import run_stages as run
+
+    return run(cfg, stages, _progress)
+
+
+def _pairs(values) -> list[tuple[str, str]]:
+    from miner.config import parse_pair
+    from miner.lid import normalize_lang
+
+    return [tuple(normalize_lang(x) for x in parse_pair(p)) for p in values]
 
 
 def build_config(config_file: str | None, **flags) -> Config:
@@ -140,25 +145,29 @@ def eval_group():
               help="Split mined with that threshold and scored.")
 @click.option("--select", is_flag=True,
               help="Also choose margin (ratio|distance) and k (2,4,8,16) on the tune split.")
+@click.option("--filters", is_flag=True,
+              help="Apply the bitext filters (all but the threshold, which is tuned) as "
+                   "`mine run` does, before tuning and scoring.")
 @click.option("--output-pairs", type=click.Path(dir_okay=False),
               help="Write the test split's extracted pairs (src-id<TAB>tgt-id).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the result as JSON.")
 @_mining_options
 @user_errors
-def bucc(directory, lang_pair, tune_split, test_split, select, output_pairs, json_file,
-         config_file, **flags):
-    """BUCC 2018-style mining evaluation on DIRECTORY."""
-    from miner.embed import load_encoder
+def bucc(directory, lang_pair, tune_split, test_split, select, filters, output_pairs,
+         json_file, config_file, **flags):
+    """BUCC 2018-style mining evaluation on DIRECTORY, mined by the stages of `mine run`."""
     from miner.evaluate.bucc import evaluate_bucc
     from miner.io import atomic_open, write_json
 
     cfg = build_config(config_file, **flags)
-    encoder = load_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.device,
-                           cfg.embed.batch_size)
-    r = evaluate_bucc(directory, lang_pair, encoder, tune_split, test_split, k=cfg.knn.k,
-                      margin=cfg.score.margin, retrieval=cfg.score.retrieval, select=select,
-                      backend=cfg.knn.knn_backend)
+    r = evaluate_bucc(directory, lang_pair, None, tune_split, test_split, cfg=cfg,
+                      select=select, filters=filters)
+    if r.filter_counts is not None:
+        c = r.filter_counts
+        dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
+        click.echo(f"{r.pair} {r.test_split} filters: {c['kept']} of {c['candidates']} "
+                   f"candidates kept (dropped: {dropped})")
     if select:
         for row in r.selection:
             click.echo(f"  tune {row['margin']:>8} k={row['k']:<2} F1={100 * row['tune_f1']:.2f}")
@@ -186,13 +195,12 @@ def bucc(directory, lang_pair, tune_split, test_split, select, output_pairs, jso
 @user_errors
 def tatoeba(directory, langs, json_file, config_file, **flags):
     """Tatoeba similarity search error rates (xsim) against English."""
-    from miner.embed import load_encoder
+    from miner.embed.encoders import encoder_for
     from miner.evaluate.tatoeba import MUSE_LANGS, evaluate_tatoeba
     from miner.io import write_json
 
     cfg = build_config(config_file, **flags)
-    encoder = load_encoder(cfg.embed.encoder, cfg.embed.model, cfg.embed.device,
-                           cfg.embed.batch_size)
+    encoder = encoder_for(cfg.embed)
     lang_list = [x.strip() for x in langs.split(",") if x.strip()] if langs else list(MUSE_LANGS)
     results = evaluate_tatoeba(directory, lang_list, encoder, backend=cfg.knn.knn_backend)
     click.echo(f"{'lang':<6}{'n':>6}{'xx->en %':>10}{'en->xx %':>10}{'avg %':>8}")
@@ -257,19 +265,16 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
 @user_errors
 def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, **flags):
     """Read INPUT files, split, filter and language-identify their sentences."""
-    from miner.prepare import prepare as run_prepare
+    from miner.prepare import PrepareStage
 
     if not inputs:
         raise MinerError("give at least one INPUT file")
     default, per_lang = _parse_lid_thresholds(lid_threshold_values)
-    cfg = build_config(config_file, format=format_, lid_threshold=default, **flags)
+    cfg = build_config(config_file, format=format_, lid_threshold=default, out=out_dir, **flags)
     if per_lang:
         cfg.prepare.lid_thresholds = {**cfg.prepare.lid_thresholds, **per_lang}
         cfg.validate()
-    from miner.executor import executor_for
-
-    with run_folder(out_dir, create=True), executor_for(cfg) as executor:
-        counts = run_prepare(cfg, list(inputs), list(langs), out_dir, executor)
+    counts = run_stages(cfg, [PrepareStage(cfg, list(inputs), list(langs))])["prepare"]
     for lang, c in counts.items():
         click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
                    f"{c['kept']} kept ({c['too_short']} too short, {c['too_long']} too long, "
@@ -290,21 +295,16 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
 @user_errors
 def embed(directory, langs, config_file, **flags):
     """Embed the sentence shards of DIRECTORY (from `mine prepare`), resumably."""
-    from miner.embed.encoders import load_encoder
-    from miner.embed.stage import run_embed
+    from miner.embed.stage import EmbedStage
     from miner.lid import normalize_lang
 
-    from miner.executor import executor_for
-
-    cfg = build_config(config_file, **flags)
-    e = cfg.embed
-    with run_folder(directory), executor_for(cfg) as executor:
-        encoder = load_encoder(e.encoder, e.model, e.device, e.batch_size) \
-            if executor.name == "local" else None  # cluster workers load their own
-        for lang in langs:
-            c = run_embed(cfg, directory, normalize_lang(lang), encoder, executor)
-            click.echo(f"embed {lang}: {c['sentences_embedded']} sentences in "
-                       f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
+    cfg = build_config(config_file, out=directory, **flags)
+    langs = list(dict.fromkeys(normalize_lang(x) for x in langs))
+    counts = run_stages(cfg, [EmbedStage(cfg, lang) for lang in langs])
+    for lang in langs:
+        c = counts[f"embed/{lang}"]
+        click.echo(f"embed {lang}: {c['sentences_embedded']} sentences in "
+                   f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
 
 
 @main.command()
@@ -323,20 +323,14 @@ def embed(directory, langs, config_file, **flags):
 @user_errors
 def knn(directory, lang_pairs, config_file, **flags):
     """k nearest neighbours of each source sentence among the targets and back."""
-    from miner.config import parse_pair
-    from miner.knn.stage import run_knn
-    from miner.lid import normalize_lang
+    from miner.knn.stage import KnnStage
 
-    from miner.executor import executor_for
-
-    cfg = build_config(config_file, **flags)
-    with run_folder(directory), executor_for(cfg) as executor:
-        counts = {p: run_knn(cfg, directory, *(normalize_lang(x) for x in parse_pair(p)),
-                             executor) for p in lang_pairs}
-    for p, c in counts.items():
-        src, tgt = (normalize_lang(x) for x in parse_pair(p))
+    cfg = build_config(config_file, out=directory, **flags)
+    pairs = _pairs(lang_pairs)
+    counts = run_stages(cfg, [KnnStage(cfg, src, tgt) for src, tgt in pairs])
+    for src, tgt in pairs:
         for direction in ("fwd", "bwd"):
-            d = c[direction]
+            d = counts[f"knn/{src}-{tgt}"][direction]
             click.echo(f"knn {src}-{tgt} {direction}: {d['queries']} queries x {d['database']} "
                        f"({d['index']}), {d['searched_shards']} shard(s) searched, "
                        f"{d['skipped_shards']} already done")
@@ -353,19 +347,13 @@ def knn(directory, lang_pairs, config_file, **flags):
 @user_errors
 def score(directory, lang_pairs, config_file, **flags):
     """Score stored neighbours with a margin into candidate pairs."""
-    from miner.config import parse_pair
-    from miner.executor import executor_for
-    from miner.lid import normalize_lang
-    from miner.score import run_score
+    from miner.score import ScoreStage
 
-    cfg = build_config(config_file, **flags)
-    with run_folder(directory), executor_for(cfg) as executor:
-        for p in lang_pairs:
-            src, tgt = (normalize_lang(x) for x in parse_pair(p))
-            # a local process pool loses to one process here (docs/mining.md)
-            c = run_score(cfg, directory, src, tgt,
-                          None if executor.name == "local" else executor)
-            click.echo(f"score {src}-{tgt}: {c['candidates']} candidates")
+    cfg = build_config(config_file, out=directory, **flags)
+    pairs = _pairs(lang_pairs)
+    counts = run_stages(cfg, [ScoreStage(cfg, src, tgt) for src, tgt in pairs])
+    for src, tgt in pairs:
+        click.echo(f"score {src}-{tgt}: {counts[f'score/{src}-{tgt}']['candidates']} candidates")
 
 
 @main.command()
@@ -447,25 +435,24 @@ def run(inputs, config_file, pairs, show, **flags):
 @user_errors
 def bitext(directory, lang_pairs, config_file, report, **flags):
     """Filter the scored candidates of DIRECTORY into bitext (TSV, Moses, Parquet)."""
-    from miner.config import parse_pair
-    from miner.lid import normalize_lang
-    from miner.outputs import bitext_dir, write_bitext
+    from miner.outputs import BitextStage
+    from miner.report import ReportStage
+    from miner.rundir import RunDir
 
-    cfg = build_config(config_file, **flags)
-    pairs = list(lang_pairs) or cfg.pairs
+    cfg = build_config(config_file, out=directory, **flags)
+    pairs = _pairs(lang_pairs or cfg.pairs)
     if not pairs:
         raise MinerError("no language pair given (--pair de-en)")
-    with run_folder(directory):
-        for p in pairs:
-            src, tgt = (normalize_lang(x) for x in parse_pair(p))
-            c = write_bitext(cfg, directory, src, tgt)
-            dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items())
-            click.echo(f"bitext {src}-{tgt}: {c['kept']} of {c['candidates']} pairs kept "
-                       f"({dropped}) -> {bitext_dir(directory, src, tgt)}/")
-        if report:
-            from miner.report import build_report
-
-            build_report(directory)
+    stages = [BitextStage(cfg, src, tgt) for src, tgt in pairs]
+    if report:  # every pair published in the folder, the stages that made them
+        stages.append(ReportStage(RunDir(directory).bitext_pairs() or [f"{s}-{t}" for s, t in pairs],
+                                  None))
+    counts = run_stages(cfg, stages)
+    for src, tgt in pairs:
+        c = counts[f"bitext/{src}-{tgt}"]
+        dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items())
+        click.echo(f"bitext {src}-{tgt}: {c['kept']} of {c['candidates']} pairs kept "
+                   f"({dropped}) -> {RunDir(directory).bitext(src, tgt)}/")
 
 
 @main.command()
@@ -475,9 +462,10 @@ def bitext(directory, lang_pairs, config_file, report, **flags):
 def report(directory, lang_pair):
     """Rebuild DIRECTORY/report.json and report.html from the manifest and the bitext."""
     from miner.report import build_report
+    from miner.runlock import RunLock
     from miner.storage import as_path
 
-    with run_folder(directory):
+    with RunLock(directory):
         r = build_report(directory, lang_pair)
     for pair, p in r["pairs"].items():
         click.echo(f"{pair}: {p['counts'].get('kept', '?')} pairs kept")

@@ -55,10 +55,24 @@ def run_pipeline(cfg: Config, progress=print) -> dict:
         raise MinerError("no language pairs given (--pair de-en or pairs = [...] in the config)")
     if not cfg.inputs:
         raise MinerError("no input files given")
-    stages = stages_for(cfg)
+    timings: dict = {}
+    counts = run_stages(cfg, stages_for(cfg), progress, timings, record_run=True)
+    return {"pairs": {f"{s}-{t}": counts[f"bitext/{s}-{t}"] for s, t in run_pairs(cfg)},
+            "stages": counts, "timings": timings}
+
+
+def run_stages(cfg: Config, stages: list[Stage], progress=print, timings: dict | None = None,
+               record_run: bool = False) -> dict[str, dict]:
+    """Run ``stages`` over ``cfg.out`` on the executor ``cfg`` names, under the run
+    lock; returns each stage's counts. ``record_run``: also record the config and the
+    timings as the manifest's ``run`` entry."""
+    from miner.executor import executor_for
+
     with executor_for(cfg) as executor, Runner(cfg, executor, progress) as runner:
         counts = runner.run_all(stages)
-        runner.manifest.set("run", {"config": cfg.to_dict(), "timings": runner.timings})
-        runner.manifest.flush()
-    return {"pairs": {f"{s}-{t}": counts[f"bitext/{s}-{t}"] for s, t in run_pairs(cfg)},
-            "stages": counts, "timings": runner.timings}
+        if timings is not None:
+            timings.update(runner.timings)
+        if record_run:
+            runner.manifest.set("run", {"config": cfg.to_dict(), "timings": runner.timings})
+            runner.manifest.flush()
+    return counts

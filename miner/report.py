@@ -198,22 +198,29 @@ class ReportStage(Stage):
 
     name = "report"
 
-    def __init__(self, pairs: list[str], stage_names: list[str]):
+    def __init__(self, pairs: list[str], stage_names: Optional[list[str]] = None):
         self.pairs, self.stage_names = pairs, stage_names
 
+    def _stage_names(self, ctx) -> list[str]:
+        return self.stage_names if self.stage_names is not None else \
+            [n for n in ctx.manifest.data["stages"] if n != self.name]
+
     def finish_fingerprint(self, ctx):
-        recs = {n: ctx.manifest.stage(n) or {} for n in self.stage_names}
+        recs = {n: ctx.manifest.stage(n) or {} for n in self._stage_names(ctx)}
         files = []
         for p in self.pairs:
             src, tgt = p.split("-")
             files += [f for f in (ctx.run.bitext(src, tgt) / "bitext.parquet",)]
             files += RunDir.shards(ctx.run.scores(src, tgt))
+        # what each stage's outputs came from (not this run's counts of work done)
         return {"pairs": self.pairs,
-                "stages": {n: [r.get("counts"), r.get("seconds")] for n, r in recs.items()},
+                "stages": {n: [r.get("finish", {}).get("fingerprint"),
+                               sorted((k, t.get("fingerprint")) for k, t in r.get("tasks", {}).items())]
+                           for n, r in recs.items()},
                 "files": [ctx.digest(f) for f in files]}
 
     def finish(self, ctx, records) -> Result:
-        report = build_report(ctx.run.root, pairs=self.pairs, stages=self.stage_names)
+        report = build_report(ctx.run.root, pairs=self.pairs, stages=self._stage_names(ctx))
         plots = [ctx.run.root / rel for p in report["pairs"].values() for rel in p["plots"].values()]
         return Result(outputs=[ctx.run.report_json, ctx.run.report_html, *plots])
 

@@ -6,7 +6,7 @@ A stage (prepare, embed, knn, score, bitext, report; think datatrove's
 - ``tasks(ctx)``: its units of work, each a ``Task`` with a ``key`` (its name in the
   manifest), a ``fingerprint`` (the settings and input digests its output depends on)
   and a picklable ``item``;
-- ``run_task(item)``: the work of one task (or ``make_worker()`` for stages whose
+- ``run_task(item)``: the work of one task (or ``worker_factory(ctx)`` for stages whose
   tasks share a loaded model); it returns a ``Result``: the files it wrote, counts,
   and any JSON data the finishing pass needs;
 - ``finish(ctx, records)`` and ``finish_fingerprint(ctx)``: an optional global pass
@@ -28,6 +28,7 @@ redoes nothing after it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -116,9 +117,11 @@ class Stage:
     def run_task(self, item: Any) -> Result:
         raise NotImplementedError(f"{self.name}: run_task")
 
-    def make_worker(self, ctx: "RunContext") -> Callable[[Any], Result]:
-        """The stateful worker of ``actors`` placement (default: ``run_task``)."""
-        return self.run_task
+    def worker_factory(self, ctx: "RunContext") -> Callable[[], Callable[[Any], Result]]:
+        """For ``actors`` placement: a picklable callable that builds the stateful worker
+        (once per worker process; Ray keeps the actors of equal factories, so the next
+        language reuses loaded models). Default: a worker that is ``run_task``."""
+        return functools.partial(_identity, self.run_task)
 
     def num_gpus(self, ctx: "RunContext") -> float:
         return 0
@@ -132,8 +135,8 @@ class Stage:
         items = [t.item for t in pending]
         on_result = lambda item, r: done(by_item[id(item)], r)  # noqa: E731
         if self.placement == "actors":
-            worker = _Describing(_WorkerFactory(self, ctx.cluster is None, ctx))
-            ctx.executor.map_actors(worker, items, desc=self.name, num_gpus=self.num_gpus(ctx),
+            ctx.executor.map_actors(_DescribingFactory(self.worker_factory(ctx)), items,
+                                    desc=self.name, num_gpus=self.num_gpus(ctx),
                                     on_result=on_result)
         elif self.placement == "pool" or ctx.cluster is not None:
             ctx.executor.map(_Describing(self.run_task), items, desc=self.name,
@@ -160,27 +163,28 @@ class Stage:
         return counts
 
 
-class _WorkerFactory:
-    """Builds a stage's stateful worker inside the executor's worker (picklable)."""
-
-    def __init__(self, stage: Stage, local: bool, ctx: "RunContext"):
-        self.stage, self.ctx = stage, (ctx if local else None)
-
-    def __call__(self):
-        return self.stage.make_worker(self.ctx)
+def _identity(x):
+    return x
 
 
 class _Describing:
-    """Wraps a task function or worker factory so results come back described."""
+    """A task function whose results come back described (``describe_result``)."""
 
     def __init__(self, fn):
         self.fn = fn
 
-    def __call__(self, *args):
-        if isinstance(self.fn, _WorkerFactory):  # map_actors: build the worker
-            worker = self.fn()
-            return lambda item: describe_result(worker(item))
-        return describe_result(self.fn(*args))
+    def __call__(self, item):
+        return describe_result(self.fn(item))
+
+
+class _DescribingFactory:
+    """A worker factory whose workers' results come back described."""
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def __call__(self):
+        return _Describing(self.factory())
 
 
 # -- the context a stage runs in ------------------------------------------------------
@@ -302,7 +306,7 @@ class Runner:
                 pending.append(task)
         record = {"tasks": records, "finished": False}
         if pending:
-            self.progress(f"{stage.name}: {len(pending)} of {len(tasks)} task(s) to run")
+            log.info("%s: %d of %d task(s) to run", stage.name, len(pending), len(tasks))
             # the stage is not finished until its finishing pass ran again
             self.manifest.set_stage(stage.name, dict(old, tasks=dict(records), finished=False))
 
@@ -313,8 +317,10 @@ class Runner:
                                          **described)
                 self.manifest.set_task(stage.name, task.key, records[task.key])
 
-            stage.run_pending(ctx, pending, done)
-            self.manifest.flush()
+            try:
+                stage.run_pending(ctx, pending, done)
+            finally:  # an error in one task keeps the records of those that finished
+                self.manifest.flush()
         ran_finish = False
         finish_fp = stage.finish_fingerprint(ctx)
         if finish_fp is not None:

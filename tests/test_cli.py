@@ -72,29 +72,64 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     assert not (tmp_path / "o.tsv").exists()
 
 
+def invoke(*args):
+    """``mine ARGS`` in this process (click's CliRunner: no interpreter start, the
+    encoder loaded once per test session); stdout and stderr apart."""
+    from click.testing import CliRunner
+
+    from miner.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_invoke_error(result, *words):
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mine: error:"), result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
 def test_eval_bucc_bad_inputs(tmp_path):
     (tmp_path / "de-en.training.de").write_text("de-1\tHallo\nnot a pair\n")
     (tmp_path / "de-en.training.en").write_text("en-1\tHello\n")
     (tmp_path / "de-en.training.gold").write_text("de-1\ten-1\n")
-    assert_user_error(mine("eval", "bucc", tmp_path, "--pair", "de-en", "--test-split", "training"),
-                      "de-en.training.de:2", "malformed")
-    assert_user_error(mine("eval", "bucc", tmp_path, "--pair", "xx-en", "--test-split", "training"),
-                      "xx-en")
-    assert_user_error(mine("eval", "bucc", tmp_path / "nowhere", "--pair", "de-en"), "nowhere")
+    assert_invoke_error(invoke("eval", "bucc", tmp_path, "--pair", "de-en", "--test-split",
+                               "training"), "de-en.training.de:2", "malformed")
+    assert_invoke_error(invoke("eval", "bucc", tmp_path, "--pair", "xx-en", "--test-split",
+                               "training"), "xx-en")
+    assert_invoke_error(invoke("eval", "bucc", tmp_path / "nowhere", "--pair", "de-en"), "nowhere")
 
 
 def test_eval_bucc_on_examples_writes_pairs_and_json(tmp_path):
     pairs, js = tmp_path / "pairs.tsv", tmp_path / "r.json"
-    p = mine("eval", "bucc", EXAMPLES / "bucc_format", "--pair", "de-en", "--tune-split", "sample",
-             "--test-split", "sample", "--output-pairs", pairs, "--json", js)
-    assert p.returncode == 0, p.stderr
-    assert "F1=" in p.stdout
+    r = invoke("eval", "bucc", EXAMPLES / "bucc_format", "--pair", "de-en", "--tune-split",
+               "sample", "--test-split", "sample", "--output-pairs", pairs, "--json", js)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "F1=" in r.stdout and "filters:" not in r.stdout
     lines = pairs.read_text().splitlines()
     assert lines and all(a.startswith("de-") and b.startswith("en-")
                          for a, b in (x.split("\t") for x in lines))
     import json
 
-    assert json.loads(js.read_text())["f1"] > 0.9
+    result = json.loads(js.read_text())
+    assert result["f1"] > 0.9 and result["filters"] is False
+
+
+def test_eval_bucc_filters_and_select(tmp_path):
+    js = tmp_path / "r.json"
+    r = invoke("eval", "bucc", EXAMPLES / "bucc_format", "--pair", "fr-en", "--tune-split",
+               "sample", "--test-split", "sample", "--filters", "--select", "--json", js)
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "fr-en sample filters:" in r.stdout and r.stdout.count("  tune ") == 8
+    import json
+
+    result = json.loads(js.read_text())
+    assert result["filters"] is True and result["f1"] > 0.9
+    counts = result["filter_counts"]
+    # every bitext filter ran except the threshold, which is what the evaluation tunes
+    assert counts["dropped"].get("below_threshold", 0) == 0 and "length_ratio" in counts["dropped"]
+    assert counts["kept"] == counts["candidates"] - sum(counts["dropped"].values())
 
 
 def test_unknown_config_key_is_a_user_error(tmp_path):

@@ -68,6 +68,7 @@ class PoolCluster(LocalExecutor):
     ``local``, so the stage takes its task path (pickled tasks, out of process)."""
 
     name = "pool"
+    distributed = True
 
 
 def _ivf_corpus(out, seed=0, d=16):

@@ -11,11 +11,19 @@ import pytest
 
 from miner import margin as M
 from miner.errors import MinerError
+from miner.knn import knn_search
 from miner.margin import BOTH, BWD, apply_margin, greedy_one_to_one, retrieve
-from miner.mining import mine_embeddings, unify
 
 X = np.array([[1, 0], [0, 1]], dtype=np.float32)
 Y = np.array([[1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+
+
+def mine_embeddings(x, y, k, margin, retrieval, backend):
+    """Exact kNN both ways, then the margin and the retrieval (the knn and score stages
+    on arrays in memory)."""
+    fs, fi = knn_search(x, y, k, backend=backend)
+    bs, bi = knn_search(y, x, k, backend=backend)
+    return retrieve(fs, fi, bs, bi, margin=margin, retrieval=retrieval)
 
 
 def pairs(c):
@@ -79,12 +87,6 @@ def test_max_uses_each_sentence_once_with_duplicates():
     c = mine_embeddings(x, y, k=1, margin="ratio", retrieval="max", backend="numpy")
     assert len(set(c.src.tolist())) == len(c) and len(set(c.tgt.tolist())) == len(c)
     assert (int(c.src[0]), int(c.tgt[0])) == (0, 0)
-
-
-def test_unify_maps_duplicates_back():
-    uniq, inv = unify(["a", "b", "a", "c", "b"])
-    assert uniq == ["a", "b", "c"]
-    assert inv.tolist() == [0, 1, 0, 2, 1]
 
 
 def test_apply_margin():

@@ -120,9 +120,9 @@ def test_manifest_and_data_card_record_the_counts(workdir):
     cfg.filters.max_pairs_per_doc = 2
     counts = write_bitext(cfg, workdir, "de", "en")
     stage = read_manifest(workdir)["stages"]["bitext/de-en"]
-    assert stage["counts"] == counts
-    assert stage["threshold"] == 1.0 and stage["finished"]
-    assert stage["length_ratio_bounds"] == [0.5, 2.0]
+    assert stage["counts"] == counts and stage["finished"]
+    assert stage["finish"]["data"]["threshold"] == 1.0
+    assert stage["finish"]["data"]["length_ratio_bounds"] == [0.5, 2.0]
     assert counts["dropped"]["doc_pair_cap"] > 0
     card = (bitext_dir(workdir, "de", "en") / "README.md").read_text(encoding="utf-8")
     assert f"{counts['kept']} kept of {counts['candidates']}" in card

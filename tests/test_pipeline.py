@@ -133,7 +133,7 @@ def test_run_from_the_example_config_file(tmp_path):
     out = tmp_path / "out"
     p = run_mine("run", "--config", EXAMPLES / "run.toml", "--out", out)
     assert p.returncode == 0, p.stderr
-    run = json.loads((out / "manifest.json").read_text())["stages"]["run"]["config"]
+    run = json.loads((out / "manifest.json").read_text())["run"]["config"]
     assert run["shard_size"] == 50 and run["score"]["threshold"] == 1.25
     assert run["filters"]["one_to_one"] is True and run["pairs"] == ["de-en", "fr-en"]
     assert len(list((out / "sentences" / "de").glob("part-*.parquet"))) == 2

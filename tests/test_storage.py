@@ -102,5 +102,5 @@ def test_a_missing_bucket_or_an_unreachable_store_is_one_error_line(s3, tmp_path
                        capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stderr
-    assert p.stderr.strip().startswith("mine: error: s3://miner-test/unreachable/") and \
+    assert p.stderr.strip().startswith("mine: error: s3://miner-test/unreachable") and \
         "storage error" in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr

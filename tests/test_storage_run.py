@@ -87,7 +87,7 @@ def test_a_rerun_on_the_bucket_redoes_nothing(runs):
     _, _, rerun = runs
     assert "prepare: up to date, skipped" in rerun.stderr
     for lang in ("de", "en"):
-        assert f"embed {lang}: 0 shard(s) embedded" in rerun.stderr
+        assert f"embed/{lang}: up to date, skipped" in rerun.stderr
     assert "score de-en: up to date, skipped" in rerun.stderr
 
 

@@ -11,6 +11,7 @@ process locally, GPU actors on a Ray cluster with GPUs.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 
 from miner.config import Config, EmbedConfig
@@ -78,8 +79,6 @@ def encoder_meta(cfg: Config, encoder: Encoder | None, cluster: Executor | None)
         return EmbeddingMeta(MuseEncoder.name, MuseEncoder.dim, e.embed_dtype)
     if cluster is None:
         return _worker_meta(e)
-    from functools import partial
-
     return cluster.map(partial(_worker_meta, e), [None], num_gpus=gpus_per_worker(cfg, cluster))[0]
 
 
@@ -119,8 +118,10 @@ class EmbedStage(Stage):
                               "sentences": ctx.digest(s)},
                      (str(s), str(out / s.name), meta)) for s in shards]
 
-    def make_worker(self, ctx) -> EmbedWorker:
-        return EmbedWorker(self.cfg.embed, self.encoder if ctx is not None else None)
+    def worker_factory(self, ctx):
+        if ctx.cluster is not None:  # the same for every language: Ray keeps the actors
+            return partial(EmbedWorker, self.cfg.embed)
+        return partial(EmbedWorker, self.cfg.embed, self.encoder)
 
     def num_gpus(self, ctx) -> float:
         return gpus_per_worker(self.cfg, ctx.cluster) if ctx.cluster is not None else 0

@@ -12,15 +12,17 @@ Files, as in the shared task: ``{src}-{tgt}.{split}.{src}`` and
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
+from miner.config import Config
 from miner.errors import MinerError
 from miner.io import read_lines
-from miner.mining import mine_embeddings, neighbours, unify
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +83,28 @@ def read_split(directory: str | Path, pair: str, split: str) -> BuccSplit:
                      [i for i, _ in tgt], [s.strip() for _, s in tgt], gold)
 
 
-def candidate_scores_by_id(split: BuccSplit, x: np.ndarray, y: np.ndarray,
-                           src_inverse: np.ndarray, tgt_inverse: np.ndarray, k: int,
-                           margin: str, retrieval: str = "max", nbrs=None
-                           ) -> dict[tuple[str, str], float]:
-    """Mine unique sentences and expand each pair to every id carrying those texts.
+def ids_by_hash(ids: list[str], texts: list[str]) -> dict[int, list[str]]:
+    """The ids carrying each text, keyed by the text's sentence id (``sentence_hash``)."""
+    from miner.sentences import sentence_hash
 
-    x, y: embeddings of the unique source and target sentences; *_inverse map each id
-    position to its unique sentence (``unify``). As LASER's bucc.py does.
-    """
-    cands = mine_embeddings(x, y, k=k, margin=margin, retrieval=retrieval, nbrs=nbrs)
-    src_by_text: dict[int, list[str]] = {}
-    for pos, u in enumerate(src_inverse):
-        src_by_text.setdefault(int(u), []).append(split.src_ids[pos])
-    tgt_by_text: dict[int, list[str]] = {}
-    for pos, u in enumerate(tgt_inverse):
-        tgt_by_text.setdefault(int(u), []).append(split.tgt_ids[pos])
+    out: dict[int, list[str]] = {}
+    for i, text in zip(ids, texts):
+        out.setdefault(sentence_hash(text), []).append(i)
+    return out
+
+
+def candidate_scores_by_id(split: BuccSplit, src_id, tgt_id, score
+                           ) -> dict[tuple[str, str], float]:
+    """Candidates mined between unique sentences (their sentence ids, as in the
+    score stage's ``src_id`` and ``tgt_id`` columns, and scores), expanded to every
+    pair of BUCC ids carrying those texts, as LASER's bucc.py does."""
+    src_by_hash = ids_by_hash(split.src_ids, split.src_texts)
+    tgt_by_hash = ids_by_hash(split.tgt_ids, split.tgt_texts)
     out: dict[tuple[str, str], float] = {}
-    for s, t, score in zip(cands.src.tolist(), cands.tgt.tolist(), cands.score.tolist()):
-        for sid in src_by_text[s]:
-            for tid in tgt_by_text[t]:
-                out[sid, tid] = score
+    for s, t, sc in zip(list(src_id), list(tgt_id), list(score)):
+        for sid in src_by_hash[int(s)]:
+            for tid in tgt_by_hash[int(t)]:
+                out[sid, tid] = float(sc)
     return out
 
 
@@ -146,24 +149,57 @@ def precision_recall_f1(pairs: list[tuple[str, str]], gold: set[tuple[str, str]]
     return precision, recall, f1
 
 
-@dataclass
-class EmbeddedSplit:
-    split: BuccSplit
-    x: np.ndarray
-    y: np.ndarray
-    src_inverse: np.ndarray
-    tgt_inverse: np.ndarray
-    nbrs: object = None
+# ``filters``: every bitext filter but the threshold. The bitext stage applies the
+# configured (or default) threshold; the lowest float keeps every candidate.
+NO_THRESHOLD = -sys.float_info.max
 
 
-def embed_split(split: BuccSplit, encoder, k_max: int, backend: str = "auto") -> EmbeddedSplit:
-    """Unify and embed both sides of a split, and search neighbours once with k_max."""
-    src_u, src_inv = unify(split.src_texts)
-    tgt_u, tgt_inv = unify(split.tgt_texts)
-    log.info("%s: embedding %d + %d unique sentences", split.name, len(src_u), len(tgt_u))
-    x = encoder.encode(src_u)
-    y = encoder.encode(tgt_u)
-    return EmbeddedSplit(split, x, y, src_inv, tgt_inv, neighbours(x, y, k_max, backend=backend))
+def split_langs(pair: str) -> tuple[str, str]:
+    from miner.config import parse_pair
+    from miner.lid import normalize_lang
+
+    src, tgt = parse_pair(pair)
+    return normalize_lang(src), normalize_lang(tgt)
+
+
+def mine_split(split: BuccSplit, pair: str, cfg: Config, work_dir, filters: bool = False,
+               encoder=None, executor=None) -> tuple[dict[tuple[str, str], float], dict | None]:
+    """Mine one split in the run folder ``work_dir`` with the stages of ``mine run``;
+    its candidates by BUCC ids with their scores and, with ``filters``, the bitext
+    stage's counts (None without).
+
+    Sentence shards -> embed -> knn -> score (``miner.pair.mine_sentences``); with
+    ``filters``, then the bitext stage with the threshold off, and its kept pairs are
+    the candidates. Stages current in ``work_dir`` are skipped: another margin or k
+    over the same split reuses the embeddings.
+    """
+    from miner.formats import read_parquet
+    from miner.pair import mine_sentences
+
+    src, tgt = split_langs(pair)
+    name = f"{pair}.{split.name}"
+    parts = mine_sentences(zip(split.src_ids, split.src_texts),
+                           zip(split.tgt_ids, split.tgt_texts), src, tgt, cfg, work_dir,
+                           sources=(f"{name}.{src}", f"{name}.{tgt}"), encoder=encoder,
+                           executor=executor)
+    columns = ["src_id", "tgt_id", "score"]
+    counts = None
+    if filters:
+        from miner.outputs import write_bitext
+        from miner.rundir import RunDir
+
+        cfg = copy.deepcopy(cfg)
+        cfg.score.threshold = NO_THRESHOLD
+        counts = write_bitext(cfg, work_dir, src, tgt, executor)
+        tables = [read_parquet(RunDir(work_dir).bitext(src, tgt) / "bitext.parquet", columns)]
+    else:
+        tables = [read_parquet(p, columns) for p in parts]
+    c2s: dict[tuple[str, str], float] = {}
+    for t in tables:
+        c2s.update(candidate_scores_by_id(split, t.column("src_id").to_pylist(),
+                                          t.column("tgt_id").to_pylist(),
+                                          t.column("score").to_pylist()))
+    return c2s, counts
 
 
 @dataclass
@@ -181,6 +217,8 @@ class BuccResult:
     n_extracted: int = 0
     n_gold: int | None = None
     selection: list[dict] = field(default_factory=list)
+    filters: bool = False
+    filter_counts: dict | None = None  # with filters: the test split's bitext counts
     pairs: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
@@ -188,41 +226,62 @@ class BuccResult:
         return d
 
 
-def evaluate_bucc(directory: str | Path, pair: str, encoder, tune_split: str = "training",
-                  test_split: str = "test", k: int = 4, margin: str = "ratio",
-                  retrieval: str = "max", select: bool = False,
-                  backend: str = "auto") -> BuccResult:
+def evaluate_bucc(directory: str | Path, pair: str, encoder=None, tune_split: str = "training",
+                  test_split: str = "test", *, cfg: Config | None = None, select: bool = False,
+                  filters: bool = False, executor=None) -> BuccResult:
     """Tune the threshold on one split, apply it to another, score against its gold.
 
-    With ``select``, also choose the margin (ratio or distance) and k (2, 4, 8, 16)
-    with the best F1 on the tune split.
+    ``cfg``: the mining settings (encoder, k, margin, retrieval, kNN, filters;
+    default ``Config()``); its threshold is ignored (it is what is tuned). Each split
+    is mined by the stages of ``mine run`` in a temporary run folder
+    (``mine_split``); ``filters``: the bitext filters, all but the threshold, drop
+    candidates before the threshold is tuned and applied. ``encoder``: a loaded
+    encoder to reuse (default: loaded from ``cfg``). With ``select``, also choose the
+    margin (ratio or distance) and k (2, 4, 8, 16) with the best F1 on the tune split;
+    neighbours are searched again for each k (the knn stage stores each sentence's
+    neighbourhood mean over its k), embeddings once.
     """
+    from miner.executor import executor_for
+
+    cfg = copy.deepcopy(cfg or Config())
     tune = read_split(directory, pair, tune_split)
     if tune.gold is None:
         raise MinerError(f"{Path(directory) / f'{pair}.{tune_split}.gold'}: no such file "
                          "(the tune split needs gold pairs)")
     test = tune if test_split == tune_split else read_split(directory, pair, test_split)
-    k_max = max(SELECT_KS) if select else k
-    tune_e = embed_split(tune, encoder, k_max, backend)
-    test_e = tune_e if test is tune else embed_split(test, encoder, k_max, backend)
+    choices = [(mg, kk) for mg in SELECT_MARGINS for kk in SELECT_KS] if select \
+        else [(cfg.score.margin, cfg.knn.k)]
+    mined: dict[tuple[str, str, int], tuple[dict, dict | None]] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mine-eval-bucc-")))
+        if executor is None:
+            executor = stack.enter_context(executor_for(cfg))
 
-    def scores(e: EmbeddedSplit, mg: str, kk: int):
-        return candidate_scores_by_id(e.split, e.x, e.y, e.src_inverse, e.tgt_inverse,
-                                      kk, mg, retrieval, nbrs=e.nbrs)
+        def candidates(split: BuccSplit, mg: str, kk: int) -> tuple[dict, dict | None]:
+            key = (split.name, mg, kk)
+            if key not in mined:
+                c = copy.deepcopy(cfg)
+                c.score.margin, c.knn.k = mg, kk
+                mined[key] = mine_split(split, pair, c, tmp / split.name, filters, encoder,
+                                        executor)
+            return mined[key]
 
-    selection = []
-    choices = [(mg, kk) for mg in SELECT_MARGINS for kk in SELECT_KS] if select else [(margin, k)]
-    best = None
-    for mg, kk in choices:
-        th, f1 = optimize_threshold(scores(tune_e, mg, kk), tune.gold)
-        selection.append({"margin": mg, "k": kk, "threshold": th, "tune_f1": f1})
-        if best is None or f1 > best[3]:
-            best = (mg, kk, th, f1)
-    mg, kk, th, tune_f1 = best
-    test_pairs = extract(scores(test_e, mg, kk), th)
+        # k outer: the knn stage reruns once per k, the score stage once per margin
+        for mg, kk in sorted(choices, key=lambda c: (c[1], c[0])):
+            candidates(tune, mg, kk)
+        selection = []
+        best = None
+        for mg, kk in choices:
+            th, f1 = optimize_threshold(candidates(tune, mg, kk)[0], tune.gold)
+            selection.append({"margin": mg, "k": kk, "threshold": th, "tune_f1": f1})
+            if best is None or f1 > best[3]:
+                best = (mg, kk, th, f1)
+        mg, kk, th, tune_f1 = best
+        test_c2s, counts = candidates(test, mg, kk)
+    test_pairs = extract(test_c2s, th)
     result = BuccResult(pair, tune_split, test_split, mg, kk, th, tune_f1,
                         n_extracted=len(test_pairs), selection=selection if select else [],
-                        pairs=test_pairs)
+                        filters=filters, filter_counts=counts, pairs=test_pairs)
     if test.gold is not None:
         result.precision, result.recall, result.f1 = precision_recall_f1(test_pairs, test.gold)
         result.n_gold = len(test.gold)

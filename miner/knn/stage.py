@@ -58,6 +58,11 @@ def embedding_shards(ctx, lang: str) -> list:
     return shards
 
 
+def knn_shards(out_dir, src: str, tgt: str, direction: str) -> list:
+    """The neighbour shards of one direction, in order (aligned with the query shards)."""
+    return RunDir.shards(RunDir(out_dir).knn(src, tgt, direction))
+
+
 def read_knn(out_dir, src: str, tgt: str, direction: str
              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """All parts of one direction concatenated (see ``read_knn_shard``)."""

@@ -144,8 +144,8 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
             try:  # expat errors surface from read_events(), not feed()
                 parser.feed(chunk)
                 events = list(parser.read_events())
-            except ET.ParseError as e:
-                raise MinerError(f"{path}: malformed XML ({e})")  # line numbers count from the file start from None
+            except ET.ParseError as e:  # its line numbers count from the start of the file
+                raise MinerError(f"{path}: malformed XML ({e})") from None
             for event, elem in events:
                 tag = _local(elem.tag)
                 if event == "start":
