@@ -1,11 +1,17 @@
-"""The `mine` command as a user runs it: real subprocesses, real example data."""
+"""The `mine` command as a user runs it, on real example data: the mining runs and the
+exit-code contract in real subprocesses, the other user errors in process (click's
+``CliRunner``, a fraction of a second each instead of an interpreter start)."""
 
 import gzip
 import subprocess
 import sys
 
+import pytest
+from click.testing import CliRunner
 
 from conftest import EXAMPLES, REPO
+
+from miner.cli import main
 
 MINE = [sys.executable, "-m", "miner"]
 
@@ -20,6 +26,30 @@ def assert_user_error(proc, *words):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mine: error:"), proc.stderr
     assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2 dropped the argument: stderr is always apart
+        return CliRunner()
+
+
+def cli(*args):
+    """``mine ARGS`` in this process; the result has ``exit_code``, ``stdout``, ``stderr``."""
+    return _runner().invoke(main, list(map(str, args)), prog_name="mine")
+
+
+def assert_cli_user_error(result, *words):
+    """The in-process twin of ``assert_user_error``: exit 2, one ``mine: error:`` line
+    naming ``words`` on stderr, nothing on stdout, no exception but the exit."""
+    assert isinstance(result.exception, SystemExit), result.exc_info
+    assert result.exit_code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mine: error:"), result.stderr
+    assert "Traceback" not in result.stderr and not result.stdout, (result.stdout, result.stderr)
     for w in words:
         assert w in lines[0], lines[0]
 
@@ -53,22 +83,40 @@ def test_pair_threshold_and_config_file(tmp_path):
     assert scores and min(scores) >= 1.2
 
 
+def test_a_user_error_is_one_line_and_exit_2_in_a_real_process(tmp_path):
+    """The exit-code contract as a shell sees it (the one subprocess among the error
+    tests): exit status 2, one ``mine: error:`` line on stderr, no traceback."""
+    en = EXAMPLES / "corpus.en.txt"
+    assert_user_error(mine("pair", tmp_path / "missing.txt", en, "--src-lang", "de",
+                           "--tgt-lang", "en", "-o", tmp_path / "o.tsv"),
+                      "missing.txt", "no such file")
+    assert not (tmp_path / "o.tsv").exists()
+
+
 def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     en = EXAMPLES / "corpus.en.txt"
     args = ["--src-lang", "de", "--tgt-lang", "en", "-o", tmp_path / "o.tsv"]
-    assert_user_error(mine("pair", tmp_path / "missing.txt", en, *args), "missing.txt", "no such file")
-    assert_user_error(mine("pair", empty, en, *args), "empty.txt", "empty")
+    assert_cli_user_error(cli("pair", tmp_path / "missing.txt", en, *args), "missing.txt",
+                          "no such file")
+    assert_cli_user_error(cli("pair", empty, en, *args), "empty.txt", "empty")
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"gut\n\xff\xfe kaputt\n")
-    assert_user_error(mine("pair", bad, en, *args), "bad.txt", "UTF-8")
-    assert_user_error(mine("pair", en, en, "--src-lang", "de", "--tgt-lang", "de", "-o",
-                           tmp_path / "o"), "de-de")
-    assert_user_error(mine("pair", en, en, "--src-lang", "Deutsch", "--tgt-lang", "en", "-o",
-                           tmp_path / "o"), "Deutsch")
-    assert_user_error(mine("pair", en, en, *args, "--encoder", "sentence-transformers",
-                           "--model", tmp_path / "no-model"), "cannot load")
+    assert_cli_user_error(cli("pair", bad, en, *args), "bad.txt", "UTF-8")
+    assert_cli_user_error(cli("pair", en, en, "--src-lang", "de", "--tgt-lang", "de", "-o",
+                              tmp_path / "o"), "de-de")
+    assert_cli_user_error(cli("pair", en, en, "--src-lang", "Deutsch", "--tgt-lang", "en", "-o",
+                              tmp_path / "o"), "Deutsch")
+    assert not (tmp_path / "o.tsv").exists()
+
+
+@pytest.mark.slow  # imports sentence-transformers (torch, transformers): seconds
+def test_a_model_that_cannot_load_is_a_user_error(tmp_path):
+    en = EXAMPLES / "corpus.en.txt"
+    assert_cli_user_error(cli("pair", en, en, "--src-lang", "de", "--tgt-lang", "en", "-o",
+                              tmp_path / "o.tsv", "--encoder", "sentence-transformers",
+                              "--model", tmp_path / "no-model"), "cannot load")
     assert not (tmp_path / "o.tsv").exists()
 
 
@@ -136,8 +184,8 @@ def test_unknown_config_key_is_a_user_error(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[knn]\nkk = 3\n")
     en = EXAMPLES / "corpus.en.txt"
-    assert_user_error(mine("pair", en, en, "--src-lang", "de", "--tgt-lang", "en", "-o",
-                           tmp_path / "o", "--config", cfg), "c.toml", "kk")
+    assert_cli_user_error(cli("pair", en, en, "--src-lang", "de", "--tgt-lang", "en", "-o",
+                              tmp_path / "o", "--config", cfg), "c.toml", "kk")
 
 
 def test_corrupt_gzip_body_is_one_line_for_pair_and_prepare(tmp_path):
@@ -145,6 +193,7 @@ def test_corrupt_gzip_body_is_one_line_for_pair_and_prepare(tmp_path):
     data = gzip.compress(("Ein Satz über Züge und Bahnhöfe im Winter.\n" * 400).encode())
     bad = tmp_path / "bad.txt.gz"
     bad.write_bytes(data[:20] + b"\x00garbage" * 60 + data[-8:])
-    assert_user_error(mine("pair", bad, EXAMPLES / "corpus.en.txt", "--src-lang", "de",
-                           "--tgt-lang", "en", "-o", tmp_path / "o.tsv"), "bad.txt.gz")
-    assert_user_error(mine("prepare", bad, "--lang", "de", "--out", tmp_path / "w"), "bad.txt.gz")
+    assert_cli_user_error(cli("pair", bad, EXAMPLES / "corpus.en.txt", "--src-lang", "de",
+                              "--tgt-lang", "en", "-o", tmp_path / "o.tsv"), "bad.txt.gz")
+    assert_cli_user_error(cli("prepare", bad, "--lang", "de", "--out", tmp_path / "w"),
+                          "bad.txt.gz")

@@ -96,35 +96,79 @@ def test_neighbours_and_bitext_do_not_depend_on_shard_size(reference, tmp_path, 
                            shallow=False), name
 
 
-def _kill_when(proc: subprocess.Popen, pattern: str, out: Path, timeout: float = 600) -> None:
+def _children(pid: int) -> set[int]:
+    """Every descendant of ``pid`` (from /proc)."""
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for k in map(int, kids):
+                if k not in out:
+                    out.add(k)
+                    todo.append(k)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _kill_when(proc: subprocess.Popen, pattern: str, out: Path, timeout: float = 600) -> set[int]:
+    """SIGKILL ``proc`` as soon as ``pattern`` matches under ``out``; returns the
+    processes it had started."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if list(out.glob(pattern)):
+            children = _children(proc.pid)
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            return
+            return children
         if proc.poll() is not None:
             pytest.fail(f"run ended before {pattern} appeared: {proc.stderr.read()}")
-        time.sleep(0.01)
+        time.sleep(0.005)
     proc.kill()
     pytest.fail(f"{pattern} never appeared")
 
 
-@pytest.mark.parametrize("stage_glob", ["embeddings/*/part-00001.parquet",
-                                        "knn/de-en/fwd/part-00001.parquet"])
-def test_sigkill_then_rerun_gives_identical_bitext(reference, tmp_path, stage_glob):
+@pytest.mark.slow
+@pytest.mark.parametrize("stage_glob", [".prepare/*/*.parquet",
+                                        "embeddings/*/part-00001.parquet",
+                                        "knn/de-en/fwd/part-00001.parquet",
+                                        "scores/de-en/.shuffle/*",
+                                        "bitext/.de-en.new/*"])
+def test_sigkill_in_each_stage_then_rerun_gives_identical_bitext(reference, tmp_path, stage_glob):
+    """kill -9 in each stage: no worker outlives the run, and the rerun leaves no
+    temporary file and writes the uninterrupted run's bytes."""
     inputs, ref = reference
     out = tmp_path / "out"
     args = [*MINE, "run", *map(str, inputs), "--pair", "de-en", "--out", str(out),
             "--shard-size", "100", "--index", "flat"]
     proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
-    _kill_when(proc, stage_glob, out)
-    assert not (out / "bitext").exists()
+    children = _kill_when(proc, stage_glob, out)
+    deadline = time.time() + 5
+    while any(_alive(c) for c in children) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not [c for c in children if _alive(c)], "workers outlived the killed run"
+    assert not (out / "bitext" / "de-en").exists()
     p = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr
-    assert filecmp.cmp(ref / "bitext" / "de-en" / "bitext.tsv.gz",
-                       out / "bitext" / "de-en" / "bitext.tsv.gz", shallow=False)
+    assert "taking over the lock" in p.stderr, p.stderr  # the killed run's, with a warning
+    for name in ("bitext.tsv.gz", "train.de", "train.en"):  # (the reference has one shard)
+        assert filecmp.cmp(ref / "bitext" / "de-en" / name, out / "bitext" / "de-en" / name,
+                           shallow=False), name
+    leftovers = [p for p in out.rglob("*") if p.name.endswith(".tmp") or
+                 p.name in (".shuffle", ".partial", ".index") or p.name.endswith((".new", ".old", ".parts"))]
+    assert not leftovers, leftovers
+    assert not (out / ".lock").exists()
 
 
 def test_run_from_the_example_config_file(tmp_path):

@@ -2,8 +2,6 @@
 
 import bz2
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -163,14 +161,12 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, name, make, message):
     assert lines[0].startswith("mine: error: ") and name in lines[0] and message in lines[0]
 
 
-def test_cli_unknown_language_subprocess_has_no_traceback(tmp_path, inputs):
-    mine = Path(sys.executable).parent / "mine"
-    if not mine.exists():
-        pytest.skip(f"the mine command is not installed beside {sys.executable}")
-    proc = subprocess.run([str(mine), "prepare", inputs[0], "--lang", "tlh", "--out", str(tmp_path / "o")],
-                          capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and "not known to the LID model" in proc.stderr
+def test_cli_unknown_language_has_no_traceback(tmp_path, inputs):
+    # in process; the exit status of a real process: tests/test_cli.py
+    result = run_cli(inputs[0], "--lang", "tlh", "--out", tmp_path / "o")
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 2, result.exc_info
+    assert result.stderr.count("\n") == 1 and "not known to the LID model" in result.stderr
+    assert result.stderr.startswith("mine: error: ") and "Traceback" not in result.stderr
 
 
 # -- big inputs in pieces ---------------------------------------------------------------

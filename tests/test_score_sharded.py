@@ -1,14 +1,18 @@
 """`mine score` per neighbour shard through an executor.
 
-The parts must be byte-identical to the single-pass stage it replaced (kept below as
-``reference_score``, a copy of the stage before the split) whatever the executor
-(in-process, a spawned process pool, which proves the tasks pickle), the retrieval
-mode and the shard sizes; and padded neighbour slots (an approximate index found
-fewer than k neighbours) are never candidates. Real embeddings of the bundled
-examples, several shards per side.
+The parts are checked against what defines them (``check_scores``), recomputed from
+the stored neighbour shards with the public ``miner.margin.apply_margin``: best first;
+each score the margin of its pair; for ``fwd``/``bwd`` every query's best candidate,
+for ``intersect`` the pairs that are each other's best, for ``max`` LASER's greedy
+one-to-one pass over both directions' best; directions; and the texts and provenance
+of the sentence shards. The parts are byte-identical whatever the executor (in
+process, or a spawned process pool, which proves the tasks pickle) and the output
+shard size gives the same rows (many parts through the shuffle, or one written by a
+single task); sentence shards in another order give the same bytes; padded neighbour
+slots (an approximate index found fewer than k neighbours) are never candidates.
+Real embeddings of the bundled examples, several shards per side.
 """
 
-import filecmp
 import shutil
 from pathlib import Path
 
@@ -22,97 +26,14 @@ from conftest import EXAMPLES
 from miner.config import Config
 from miner.errors import MinerError
 from miner.executor import LocalExecutor
-from miner.knn.stage import knn_shards, read_knn, read_knn_shard, write_knn_shard
-from miner.margin import (BOTH, BWD, DIRECTION_NAMES, FWD, RETRIEVALS, Candidates, apply_margin,
-                          argsort_desc, greedy_one_to_one)
-from miner.score import PROVENANCE, SCORE_SCHEMA, SHUFFLE_DIR, run_score, scores_dir
+from miner.formats.neighbours import read_knn_shard, write_knn_shard
+from miner.formats.scores import SCORE_SCHEMA
+from miner.knn.stage import knn_shards, read_knn
+from miner.margin import RETRIEVALS, apply_margin
+from miner.rundir import DIRECTIONS, RunDir
+from miner.score import PROVENANCE, run_score, score_pair
 
 SRC, TGT = "de", "en"
-
-
-# -- the stage before it ran per shard (commit 0d3e7da), the reference --------------------
-
-def _old_retrieve(fwd_sims, fwd_ids, bwd_sims, bwd_ids, margin, retrieval, fwd_mean, bwd_mean):
-    def best(sims, ids, mean_self, mean_other):
-        denom = (mean_self[:, None].astype(np.float64) + mean_other[ids]) / 2
-        scores = apply_margin(sims, denom, margin)
-        col = scores.argmax(axis=1)
-        rows = np.arange(scores.shape[0])
-        return ids[rows, col].astype(np.int64), scores[rows, col]
-
-    n, m = fwd_sims.shape[0], bwd_sims.shape[0]
-    fwd_best, fwd_score = best(fwd_sims, fwd_ids, fwd_mean, bwd_mean)
-    bwd_best, bwd_score = best(bwd_sims, bwd_ids, bwd_mean, fwd_mean)
-    src_all, tgt_all = np.arange(n, dtype=np.int64), np.arange(m, dtype=np.int64)
-    fwd_both = bwd_best[fwd_best] == src_all
-    bwd_both = fwd_best[bwd_best] == tgt_all
-    fwd_dir = np.where(fwd_both, BOTH, FWD).astype(np.int8)
-    bwd_dir = np.where(bwd_both, BOTH, BWD).astype(np.int8)
-    if retrieval == "fwd":
-        cands = Candidates(src_all, fwd_best, fwd_score, fwd_dir)
-    elif retrieval == "bwd":
-        cands = Candidates(bwd_best, tgt_all, bwd_score, bwd_dir)
-    elif retrieval == "intersect":
-        cands = Candidates(src_all, fwd_best, fwd_score, fwd_dir).take(fwd_both)
-    else:
-        pooled = Candidates(np.concatenate([src_all, bwd_best]), np.concatenate([fwd_best, tgt_all]),
-                            np.concatenate([fwd_score, bwd_score]),
-                            np.concatenate([fwd_dir, bwd_dir]))
-        return pooled.take(greedy_one_to_one(pooled.src, pooled.tgt, pooled.score))
-    return cands.take(argsort_desc(cands.score))
-
-
-def _old_ids_to_rows(ids, query):
-    import pandas as pd
-
-    rows = pd.Index(ids).get_indexer(np.asarray(query).reshape(-1)).reshape(np.shape(query))
-    if (rows < 0).any():
-        raise MinerError("neighbour files name sentences that the other side's neighbour "
-                         "files do not hold: rerun `mine knn`")
-    return rows
-
-
-def reference_score(cfg: Config, out_dir: Path, dest: Path) -> None:
-    """The old ``run_score``: everything read and joined on the driver in one pass;
-    writes the parts to ``dest``."""
-    fwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, SRC, TGT, "fwd")))
-    bwd = dict(zip(("ids", "nbr_ids", "nbr_sims", "mean"), read_knn(out_dir, SRC, TGT, "bwd")))
-    cands = _old_retrieve(fwd["nbr_sims"], _old_ids_to_rows(bwd["ids"], fwd["nbr_ids"]),
-                          bwd["nbr_sims"], _old_ids_to_rows(fwd["ids"], bwd["nbr_ids"]),
-                          cfg.score.margin, cfg.score.retrieval, fwd["mean"], bwd["mean"])
-
-    def provenance(lang):
-        parts = sorted((out_dir / "sentences" / lang).glob("part-*.parquet"))
-        table = pa.concat_tables(pq.read_table(p, columns=["id", *PROVENANCE]) for p in parts)
-        return table.column("id").to_numpy(), table
-
-    src_ids, src_prov = provenance(SRC)
-    tgt_ids, tgt_prov = provenance(TGT)
-    src_rows = cands.src if np.array_equal(src_ids, fwd["ids"]) else \
-        _old_ids_to_rows(src_ids, fwd["ids"][cands.src])
-    tgt_rows = cands.tgt if np.array_equal(tgt_ids, bwd["ids"]) else \
-        _old_ids_to_rows(tgt_ids, bwd["ids"][cands.tgt])
-    s = src_prov.take(pa.array(src_rows))
-    t = tgt_prov.take(pa.array(tgt_rows))
-    directions = np.array([DIRECTION_NAMES[d] for d in (1, 2, 3)], dtype=object)
-    table = pa.table({
-        "src_id": pa.array(fwd["ids"][cands.src], pa.uint64()),
-        "tgt_id": pa.array(bwd["ids"][cands.tgt], pa.uint64()),
-        "src_text": s.column("text"), "tgt_text": t.column("text"),
-        "score": pa.array(cands.score, pa.float64()),
-        "direction": pa.array(directions[cands.direction.astype(np.int64) - 1].tolist(),
-                              pa.string()),
-        "src_doc_id": s.column("doc_id"), "tgt_doc_id": t.column("doc_id"),
-        "src_url_or_title": s.column("url_or_title"), "tgt_url_or_title": t.column("url_or_title"),
-        "src_source": s.column("source"), "tgt_source": t.column("source"),
-        "src_lid_prob": s.column("lid_prob").cast(pa.float32()),
-        "tgt_lid_prob": t.column("lid_prob").cast(pa.float32()),
-    }, schema=SCORE_SCHEMA)
-    dest.mkdir(parents=True)
-    rows_per_part = max(1, cfg.shard_size)
-    for i in range(max(1, -(-table.num_rows // rows_per_part))):
-        pq.write_table(table.slice(i * rows_per_part, rows_per_part),
-                       dest / f"part-{i:05d}.parquet", compression="zstd")
 
 
 # -- a run directory: the examples prepared, embedded and searched, 20 sentences a shard --
@@ -130,7 +51,7 @@ def run_dir(tmp_path_factory, muse):
     for lang in (SRC, TGT):
         run_embed(cfg, out, lang, muse)
     run_knn(cfg, out, SRC, TGT)
-    for direction in ("fwd", "bwd"):
+    for direction in DIRECTIONS:
         assert len(knn_shards(out, SRC, TGT, direction)) >= 3
     return out
 
@@ -141,63 +62,201 @@ def config(retrieval="max", margin="ratio", shard_size=20) -> Config:
     return cfg
 
 
-def assert_same_parts(ref: Path, out_dir: Path) -> None:
-    got = scores_dir(out_dir, SRC, TGT)
-    names = sorted(p.name for p in ref.iterdir())
-    assert names == sorted(p.name for p in got.iterdir())  # no stale parts, no .shuffle/
-    _, mismatch, errors = filecmp.cmpfiles(ref, got, names, shallow=False)
-    assert not mismatch and not errors, (mismatch, errors)
+def scores_dir(out: Path) -> Path:
+    return RunDir(out).scores(SRC, TGT)
 
+
+def part_bytes(out: Path) -> dict:
+    """Every file and folder in the scores folder (no stale parts, no ``.shuffle/``)."""
+    return {p.name: p.read_bytes() if p.is_file() else None for p in scores_dir(out).iterdir()}
+
+
+def read_scores(out: Path) -> pa.Table:
+    return pa.concat_tables(pq.read_table(p) for p in RunDir.shards(scores_dir(out)))
+
+
+def score_with(executor, cfg: Config, out: Path) -> dict:
+    """The stage's work on ``executor`` (``score_pair``: a local pool runs its tasks in
+    spawned processes, which ``run_score`` keeps in process); returns the counts."""
+    run = RunDir(out)
+    knn = {d: knn_shards(out, SRC, TGT, d) for d in DIRECTIONS}
+    sentences = {lang: RunDir.shards(run.sentences(lang)) for lang in (SRC, TGT)}
+    return score_pair(cfg, run, SRC, TGT, knn, sentences, executor)[1]
+
+
+# -- what the parts must hold, from the neighbour and sentence shards ------------------
+
+def best_neighbours(out: Path, margin: str) -> dict:
+    """Per direction, query id -> (its best neighbour's id, that margin), queries in
+    neighbour-file order: the margin of every stored neighbour (``apply_margin`` over
+    the mean of both sides' ``mean_sim``), padded slots (similarity -inf) skipped, the
+    first best on ties."""
+    knn = {d: read_knn(out, SRC, TGT, d) for d in DIRECTIONS}
+    best = {}
+    for direction, other in (("fwd", "bwd"), ("bwd", "fwd")):
+        ids, nbr, sims, mean = knn[direction]
+        row_of = {int(i): r for r, i in enumerate(knn[other][0])}
+        valid = sims != -np.inf
+        rows = np.array([[row_of[int(n)] if ok else 0 for n, ok in zip(ns, oks)]
+                         for ns, oks in zip(nbr, valid)], dtype=np.int64)
+        denom = (mean.astype(np.float64)[:, None] + knn[other][3].astype(np.float64)[rows]) / 2
+        margins = np.where(valid, apply_margin(sims, denom, margin), -np.inf)
+        col = margins.argmax(axis=1)
+        best[direction] = {int(q): (int(nbr[i, col[i]]), float(margins[i, col[i]]))
+                           for i, q in enumerate(ids) if valid[i].any()}
+    return best
+
+
+def check_scores(out: Path, cfg: Config, counts: dict | None = None) -> pa.Table:
+    """Assert the scores parts of ``out`` are what ``cfg`` defines; returns them."""
+    table = read_scores(out)
+    assert table.schema == SCORE_SCHEMA
+    parts = RunDir.shards(scores_dir(out))
+    rows_per_part = max(1, cfg.shard_size)
+    assert [p.name for p in parts] == [f"part-{i:05d}.parquet" for i in range(len(parts))]
+    assert len(parts) == max(1, -(-table.num_rows // rows_per_part))
+    assert all(pq.read_metadata(p).num_rows == rows_per_part for p in parts[:-1])
+    if counts is not None:
+        assert counts["candidates"] == table.num_rows
+    got = list(zip(table.column("src_id").to_pylist(), table.column("tgt_id").to_pylist(),
+                   table.column("score").to_pylist(), table.column("direction").to_pylist()))
+    scores = [g[2] for g in got]
+    assert scores == sorted(scores, reverse=True)  # best first
+
+    best = best_neighbours(out, cfg.score.margin)
+    fwd, bwd = best["fwd"], best["bwd"]
+
+    def direction(s, t, found):  # both: each is the other's best
+        return "both" if fwd.get(s, (None,))[0] == t and bwd.get(t, (None,))[0] == s else found
+
+    fwd_cands = [(s, t, v, direction(s, t, "fwd")) for s, (t, v) in fwd.items()]
+    bwd_cands = [(s, t, v, direction(s, t, "bwd")) for t, (s, v) in bwd.items()]
+    retrieval = cfg.score.retrieval
+    # a stable sort: ties stay in query order
+    if retrieval == "fwd":  # every source with its best target
+        assert got == sorted(fwd_cands, key=lambda c: -c[2])
+    elif retrieval == "bwd":  # every target with its best source
+        assert got == sorted(bwd_cands, key=lambda c: -c[2])
+    elif retrieval == "intersect":  # the pairs found both ways
+        assert got == sorted([c for c in fwd_cands if c[3] == "both"], key=lambda c: -c[2])
+    else:
+        assert retrieval == "max"
+        check_greedy_one_to_one(got, fwd_cands + bwd_cands)
+    check_provenance(out, table)
+    return table
+
+
+def check_greedy_one_to_one(got: list, pool: list) -> None:
+    """``got`` is LASER's greedy pass over ``pool`` (both directions' best candidates):
+    walk the pool by score descending (ties: pool order) and keep a candidate when
+    neither side was kept before. Exactly the walk's result when (1) no sentence is
+    kept twice, (2) every kept row is a pool candidate, (3) every candidate of the pool
+    not kept shares a side with a kept one ranked before it, (4) kept rows are in rank
+    order."""
+    order = sorted(range(len(pool)), key=lambda i: -pool[i][2])
+    rank = {i: r for r, i in enumerate(order)}
+    assert len({g[0] for g in got}) == len({g[1] for g in got}) == len(got)  # (1)
+    first = {}
+    for i, c in enumerate(pool):
+        first.setdefault(c, i)  # a pair found both ways with equal margins: the first copy
+    assert all(g in first for g in got), [g for g in got if g not in first]  # (2)
+    kept = [first[g] for g in got]
+    by_src, by_tgt = {}, {}
+    for i in kept:
+        by_src[pool[i][0]] = rank[i]
+        by_tgt[pool[i][1]] = rank[i]
+    blocked = [i for i in range(len(pool)) if i not in set(kept) and
+               min(by_src.get(pool[i][0], len(pool)), by_tgt.get(pool[i][1], len(pool))) >= rank[i]]
+    assert not blocked, [pool[i] for i in blocked]  # (3)
+    assert [rank[i] for i in kept] == sorted(rank[i] for i in kept)  # (4)
+    assert len(got) > 20
+
+
+def check_provenance(out: Path, table: pa.Table) -> None:
+    """Texts and provenance of both sides are the sentence shards' rows of those ids."""
+    run = RunDir(out)
+    for side, lang in (("src", SRC), ("tgt", TGT)):
+        sentences = pa.concat_tables(pq.read_table(p, columns=["id", *PROVENANCE])
+                                     for p in RunDir.shards(run.sentences(lang)))
+        by_id = dict(zip(sentences.column("id").to_pylist(), sentences.to_pylist()))
+        for column in PROVENANCE:
+            expected = [by_id[i][column] for i in table.column(f"{side}_id").to_pylist()]
+            if column == "lid_prob":
+                expected = pa.array(expected, pa.float64()).cast(pa.float32()).to_pylist()
+            assert table.column(f"{side}_{column}").to_pylist() == expected, (side, column)
+
+
+# -- the tests -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("retrieval", RETRIEVALS)
-def test_parts_equal_the_single_pass_stage_for_every_executor(run_dir, tmp_path, retrieval):
+def test_parts_hold_the_retrieval_and_do_not_depend_on_the_executor(run_dir, retrieval):
+    margin = "distance" if retrieval == "bwd" else "ratio"
+    tables = {}
     for shard_size in (7, 1000):  # many output parts (the shuffle) and one (a single task)
-        cfg = config(retrieval, "distance" if retrieval == "bwd" else "ratio", shard_size)
-        ref = tmp_path / f"ref{shard_size}"
-        reference_score(cfg, run_dir, ref)
-        n_parts = len(list(ref.iterdir()))
+        cfg = config(retrieval, margin, shard_size)
+        shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
+        counts = run_score(cfg, run_dir, SRC, TGT)
+        tables[shard_size] = check_scores(run_dir, cfg, counts)
+        n_parts = len(RunDir.shards(scores_dir(run_dir)))
         assert n_parts == 1 if shard_size == 1000 else n_parts > 3
-        executors = [None, LocalExecutor(1)]
-        if shard_size == 7 and retrieval == "max":
-            # spawned processes: every task pickles (the tasks are the same for every
-            # retrieval mode, which only the driver applies; a pool costs seconds)
-            executors.append(LocalExecutor(2))
-        for executor in executors:
-            shutil.rmtree(scores_dir(run_dir, SRC, TGT), ignore_errors=True)
-            counts = run_score(cfg, run_dir, SRC, TGT, executor)
-            assert counts["candidates"] == sum(pq.read_metadata(p).num_rows
-                                               for p in ref.iterdir())
-            assert_same_parts(ref, run_dir)
+        expected = part_bytes(run_dir)
+        # the steps on an executor of their own, in this process (a spawned pool: below)
+        shutil.rmtree(scores_dir(run_dir))
+        assert score_with(LocalExecutor(1), cfg, run_dir) == \
+            {k: counts[k] for k in ("sources", "targets", "candidates", "direction_fwd",
+                                    "direction_bwd", "direction_both")}
+        assert part_bytes(run_dir) == expected
+    assert tables[7].equals(tables[1000])
 
 
-def test_rerun_replaces_stale_parts_and_an_interrupted_shuffle(run_dir, tmp_path):
-    ref = tmp_path / "ref"
+@pytest.mark.slow  # a spawned pool costs seconds
+def test_tasks_in_spawned_processes_write_the_same_bytes(run_dir):
+    """Every task pickles (the tasks are the same for every retrieval mode, which only
+    the driver applies)."""
+    cfg = config(shard_size=7)
+    shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
+    counts = run_score(cfg, run_dir, SRC, TGT)
+    expected = part_bytes(run_dir)
+    assert len(expected) > 3
+    shutil.rmtree(scores_dir(run_dir))
+    assert score_with(LocalExecutor(2), cfg, run_dir)["candidates"] == counts["candidates"]
+    assert part_bytes(run_dir) == expected
+
+
+def test_rerun_replaces_stale_parts_and_an_interrupted_shuffle(run_dir):
     cfg = config(shard_size=9)
-    reference_score(cfg, run_dir, ref)
-    d = scores_dir(run_dir, SRC, TGT)
-    run_score(config(shard_size=2), run_dir, SRC, TGT)  # many more parts
-    (d / SHUFFLE_DIR).mkdir()
-    (d / SHUFFLE_DIR / "src.part-00000.parquet").write_bytes(b"left by a killed run")
+    shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
     run_score(cfg, run_dir, SRC, TGT)
-    assert_same_parts(ref, run_dir)
+    expected = part_bytes(run_dir)
+    d = scores_dir(run_dir)
+    run_score(config(shard_size=2), run_dir, SRC, TGT)  # many more parts
+    assert len(part_bytes(run_dir)) > len(expected)
+    shuffle = RunDir(run_dir).score_shuffle(SRC, TGT)
+    shuffle.mkdir()
+    (shuffle / "src.part-00000.parquet").write_bytes(b"left by a killed run")
+    run_score(cfg, run_dir, SRC, TGT)
+    assert part_bytes(run_dir) == expected
+    assert not shuffle.exists() and d.is_dir()
 
 
 def test_sentence_shards_in_another_order_are_mapped_by_id(run_dir, tmp_path):
     """Sentence shards that do not follow the neighbour files' order (here: the rows
-    shuffled into three shards) are joined through the ids, as before."""
+    shuffled into three shards) are joined through the ids: the same parts."""
     out = tmp_path / "run"
     shutil.copytree(run_dir / "knn", out / "knn")
     for lang in (SRC, TGT):
         table = pa.concat_tables(pq.read_table(p) for p in
-                                 sorted((run_dir / "sentences" / lang).glob("part-*.parquet")))
+                                 RunDir.shards(RunDir(run_dir).sentences(lang)))
         table = table.take(pa.array(np.random.default_rng(1).permutation(table.num_rows)))
         (out / "sentences" / lang).mkdir(parents=True)
         for i, a in enumerate(range(0, table.num_rows, 30)):
             pq.write_table(table.slice(a, 30), out / "sentences" / lang / f"part-{i:05d}.parquet")
+        assert len(RunDir.shards(out / "sentences" / lang)) == 3
     cfg = config(shard_size=8)
-    reference_score(cfg, out, tmp_path / "ref")
-    run_score(cfg, out, SRC, TGT, LocalExecutor(1))
-    assert_same_parts(tmp_path / "ref", out)
+    check_scores(out, cfg, run_score(cfg, out, SRC, TGT))
+    shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
+    run_score(cfg, run_dir, SRC, TGT)
+    assert part_bytes(out) == part_bytes(run_dir)
 
 
 def _pad(run_dir: Path, out: Path, filler: bool) -> int:
@@ -208,7 +267,7 @@ def _pad(run_dir: Path, out: Path, filler: bool) -> int:
     shutil.copytree(run_dir / "sentences", out / "sentences")
     rng = np.random.default_rng(7)
     padded = 0
-    for direction in ("fwd", "bwd"):
+    for direction in DIRECTIONS:
         for path in knn_shards(run_dir, SRC, TGT, direction):
             ids, nbr, sims, _ = read_knn_shard(path)
             keep = rng.integers(1, nbr.shape[1] + 1, len(ids))  # at least one neighbour
@@ -219,8 +278,17 @@ def _pad(run_dir: Path, out: Path, filler: bool) -> int:
             nbr = nbr if filler else np.where(pad, np.uint64(0), nbr).astype(np.uint64)
             dest = out / "knn" / f"{SRC}-{TGT}" / direction / path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            write_knn_shard(dest, ids, nbr, sims, mean, {})
+            write_knn_shard(dest, ids, nbr, sims, mean)
     return padded
+
+
+def found_pairs(out: Path) -> set:
+    """(source id, target id) of every neighbour slot that is not padding."""
+    fwd, bwd = read_knn(out, SRC, TGT, "fwd"), read_knn(out, SRC, TGT, "bwd")
+    found = {(int(q), int(n)) for q, row, sims in zip(fwd[0], fwd[1], fwd[2])
+             for n, s in zip(row, sims) if s != -np.inf}
+    return found | {(int(n), int(q)) for q, row, sims in zip(bwd[0], bwd[1], bwd[2])
+                    for n, s in zip(row, sims) if s != -np.inf}
 
 
 @pytest.mark.parametrize("retrieval", ["max", "intersect"])
@@ -229,11 +297,11 @@ def test_padded_slots_are_never_candidates(run_dir, tmp_path, retrieval):
     padded, filled = tmp_path / "padded", tmp_path / "filled"
     assert _pad(run_dir, padded, filler=False) == _pad(run_dir, filled, filler=True) > 20
     cfg = config(retrieval, shard_size=6)
-    with pytest.raises(MinerError, match="rerun `mine knn`"):  # the bug: id 0 looked up
-        reference_score(cfg, padded, tmp_path / "old")
-    reference_score(cfg, filled, tmp_path / "ref")
-    run_score(cfg, padded, SRC, TGT, LocalExecutor(1))
-    assert_same_parts(tmp_path / "ref", padded)
+    table = check_scores(padded, cfg, run_score(cfg, padded, SRC, TGT))
+    assert set(zip(table.column("src_id").to_pylist(), table.column("tgt_id").to_pylist())) \
+        <= found_pairs(padded)
+    run_score(cfg, filled, SRC, TGT)
+    assert part_bytes(padded) == part_bytes(filled)
 
 
 def test_an_ivf_run_with_fewer_than_k_neighbours_scores(run_dir, tmp_path):
@@ -250,16 +318,10 @@ def test_an_ivf_run_with_fewer_than_k_neighbours_scores(run_dir, tmp_path):
     fwd, bwd = read_knn(out, SRC, TGT, "fwd"), read_knn(out, SRC, TGT, "bwd")
     assert np.isneginf(fwd[2]).any() and np.isneginf(bwd[2]).any()
     assert (fwd[1][np.isneginf(fwd[2])] == 0).all()
-    counts = run_score(cfg, out, SRC, TGT, LocalExecutor(1))
-    got = pa.concat_tables(pq.read_table(p) for p in
-                           sorted(scores_dir(out, SRC, TGT).glob("part-*.parquet")))
-    assert got.num_rows == counts["candidates"] > 10
-    found = {(int(q), int(n)) for q, row, sims in zip(fwd[0], fwd[1], fwd[2])
-             for n, s in zip(row, sims) if s != -np.inf}
-    found |= {(int(n), int(q)) for q, row, sims in zip(bwd[0], bwd[1], bwd[2])
-              for n, s in zip(row, sims) if s != -np.inf}
+    got = check_scores(out, cfg, run_score(cfg, out, SRC, TGT))
+    assert got.num_rows > 10
     pairs = set(zip(got.column("src_id").to_pylist(), got.column("tgt_id").to_pylist()))
-    assert pairs <= found
+    assert pairs <= found_pairs(out)
     assert np.isfinite(got.column("score").to_numpy()).all()
 
 
@@ -271,6 +333,6 @@ def test_unknown_neighbour_ids_are_still_an_error(run_dir, tmp_path):
     ids, nbr, sims, mean = read_knn_shard(path)
     nbr = np.array(nbr)
     nbr[3, 1] = np.uint64(12345)  # a real similarity, an id no source has
-    write_knn_shard(path, ids, nbr, sims, mean, {})
+    write_knn_shard(path, ids, nbr, sims, mean)
     with pytest.raises(MinerError, match="rerun `mine knn`"):
         run_score(config(), out, SRC, TGT)

@@ -88,7 +88,7 @@ def test_a_rerun_on_the_bucket_redoes_nothing(runs):
     assert "prepare: up to date, skipped" in rerun.stderr
     for lang in ("de", "en"):
         assert f"embed/{lang}: up to date, skipped" in rerun.stderr
-    assert "score de-en: up to date, skipped" in rerun.stderr
+    assert "score/de-en: up to date, skipped" in rerun.stderr
 
 
 def test_inputs_read_from_the_bucket_mine_the_same_pairs(runs):
