@@ -389,20 +389,21 @@ def run(inputs, config_file, pairs, show, **flags):
 
     cfg = build_config(config_file, inputs=inputs, pairs=pairs, **flags)
     summary = run_pipeline(cfg, progress=lambda msg: click.echo(msg, err=True))
+    from miner.rundir import RunDir
+
+    run_dir = RunDir(cfg.out)
     for pair, counts in summary["pairs"].items():
-        kept = counts.get("kept", "?") if isinstance(counts, dict) else counts
-        click.echo(f"{pair}: {kept} pairs -> {cfg.out}/bitext/{pair}/")
+        folder = run_dir.bitext(*pair.split("-"))
+        click.echo(f"{pair}: {counts.get('kept', '?')} pairs -> {folder}/")
         if show:
             import gzip
 
-            from miner.storage import as_path
-
-            tsv = as_path(cfg.out) / "bitext" / pair / "bitext.tsv.gz"
-            with tsv.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+            with (folder / "bitext.tsv.gz").open("rb") as raw, \
+                    gzip.open(raw, "rt", encoding="utf-8") as f:
                 for _, line in zip(range(show), f):
                     score_, src_text, tgt_text = line.rstrip("\n").split("\t")
                     click.echo(f"  {float(score_):.3f}  {src_text}\n         {tgt_text}")
-    click.echo(f"report: {cfg.out}/report.html")
+    click.echo(f"report: {run_dir.report_html}")
 
 
 
@@ -462,11 +463,11 @@ def bitext(directory, lang_pairs, config_file, report, **flags):
 def report(directory, lang_pair):
     """Rebuild DIRECTORY/report.json and report.html from the manifest and the bitext."""
     from miner.report import build_report
+    from miner.rundir import RunDir
     from miner.runlock import RunLock
-    from miner.storage import as_path
 
     with RunLock(directory):
         r = build_report(directory, lang_pair)
     for pair, p in r["pairs"].items():
         click.echo(f"{pair}: {p['counts'].get('kept', '?')} pairs kept")
-    click.echo(f"report written to {as_path(directory) / 'report.html'}")
+    click.echo(f"report written to {RunDir(directory).report_html}")

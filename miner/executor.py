@@ -110,6 +110,26 @@ def _bar(total: int, desc: str):
     return tqdm(total=total, unit="task", desc=desc or None, disable=None if desc else True)
 
 
+def _deliver(results: list, items: list, i: int, value, on_result, bar) -> None:
+    """Result ``i`` arrived: keep it, hand it to ``on_result``, advance the bar."""
+    results[i] = value
+    if on_result:
+        on_result(items[i], value)
+    bar.update(1)
+
+
+def _in_process(fn, items: list, desc: str, on_result) -> list:
+    """``[fn(item) for item in items]`` here, one after the other, with a bar."""
+    results = []
+    with _bar(len(items), desc) as bar:
+        for item in items:
+            results.append(fn(item))
+            if on_result:
+                on_result(item, results[-1])
+            bar.update(1)
+    return results
+
+
 class LocalExecutor(Executor):
     """Work in this process, or in a pool of ``workers`` spawned processes.
 
@@ -129,14 +149,9 @@ class LocalExecutor(Executor):
         items = list(items)
         workers = max(1, min(self.workers, len(items)))
         results: list = [None] * len(items)
+        if workers == 1:
+            return _in_process(fn, items, desc, on_result)
         with _bar(len(items), desc) as bar:
-            if workers == 1:
-                for i, item in enumerate(items):
-                    results[i] = fn(item)
-                    if on_result:
-                        on_result(item, results[i])
-                    bar.update(1)
-                return results
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -146,11 +161,7 @@ class LocalExecutor(Executor):
                                      initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
-                    i = futures[future]
-                    results[i] = future.result()
-                    if on_result:
-                        on_result(items[i], results[i])
-                    bar.update(1)
+                    _deliver(results, items, futures[future], future.result(), on_result, bar)
         return results
 
     def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
@@ -158,15 +169,7 @@ class LocalExecutor(Executor):
         items = list(items)
         if not items:
             return []
-        worker = make_worker()
-        results = []
-        with _bar(len(items), desc) as bar:
-            for item in items:
-                results.append(worker(item))
-                if on_result:
-                    on_result(item, results[-1])
-                bar.update(1)
-        return results
+        return _in_process(make_worker(), items, desc, on_result)
 
 
 # -- Ray ---------------------------------------------------------------------------------
@@ -276,11 +279,7 @@ class RayExecutor(Executor):
             while pending:
                 done, pending = self.ray.wait(pending, num_returns=1)
                 for ref in done:
-                    i = index[ref]
-                    results[i] = self._get(ref)
-                    if on_result:
-                        on_result(items[i], results[i])
-                    bar.update(1)
+                    _deliver(results, items, index[ref], self._get(ref), on_result, bar)
         return results
 
     def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
@@ -311,10 +310,7 @@ class RayExecutor(Executor):
                 done, _ = self.ray.wait(list(running), num_returns=1)
                 for ref in done:
                     i, actor = running.pop(ref)
-                    results[i] = self._get(ref)
-                    if on_result:
-                        on_result(items[i], results[i])
-                    bar.update(1)
+                    _deliver(results, items, i, self._get(ref), on_result, bar)
                     if queue:
                         j, item = queue.pop()
                         running[actor.run.remote(item)] = (j, actor)

@@ -121,7 +121,8 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     edges = _edges([cand_scores, kept_scores], list(score_marks.values()))
     score_series = {"candidates": _histogram(cand_scores, edges)} if len(cand_scores) else {}
     score_series["kept"] = _histogram(kept_scores, edges)
-    plots["scores"] = f"report/{pair}.scores.png"
+    plots_dir = RunDir(out_dir).relative(RunDir(out_dir).report_plots)
+    plots["scores"] = f"{plots_dir}/{pair}.scores.png"
     _plot(out_dir / plots["scores"], f"{pair}: margin scores", "score", edges, score_series,
           score_marks)
 
@@ -130,7 +131,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     r_edges = _edges([cand_ratio, kept_ratio], list(ratio_marks.values()))
     ratio_series = {"candidates": _histogram(cand_ratio, r_edges)} if len(cand_ratio) else {}
     ratio_series["kept"] = _histogram(kept_ratio, r_edges)
-    plots["length_ratio"] = f"report/{pair}.length_ratio.png"
+    plots["length_ratio"] = f"{plots_dir}/{pair}.length_ratio.png"
     _plot(out_dir / plots["length_ratio"], f"{pair}: character length ratio",
           f"log2(len {src} / len {tgt})", r_edges, ratio_series, ratio_marks)
 

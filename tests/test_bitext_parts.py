@@ -1,10 +1,13 @@
 """``write_bitext`` per scores part through the executor: the stateless filters in a
-task per part, the stateful ones in one global pass on the driver. Files (bytes) and
-counts equal the former single pass of ``FilterPipeline.filter`` (kept below as
-``reference_bitext``) for executor None, ``LocalExecutor(1)`` and ``LocalExecutor(2)``,
-on the mined examples split into several score parts."""
+task per part, the stateful ones in one global pass on the driver. The files are
+byte-identical for every executor (in process, tasks writing their survivors to files,
+a spawned process pool) and every input batch size (``bitext.parquet``: the same rows;
+its row groups follow the batches); the counts and the rows of every file equal one
+pass of the public ``FilterPipeline.filter`` over all candidates of the pair at once;
+the data card is ``data_card`` of those counts. On the mined examples split into
+several score parts."""
 
-import contextlib
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -20,45 +23,53 @@ from miner import outputs
 from miner.config import Config
 from miner.executor import LocalExecutor
 from miner.filters import FilterPipeline, LengthRatio, PairDedup, StatefulStep
-from miner.io import atomic_open, atomic_path
-from miner.outputs import (BITEXT_SCHEMA, SCORE_SCHEMA, _clean, _to_arrow, bitext_dir, data_card,
-                           read_score_batches, score_parts, write_bitext)
+from miner.formats.scores import BATCH_ROWS, BITEXT_SCHEMA, SCORE_SCHEMA
+from miner.outputs import bitext_dir, data_card, write_bitext, write_bitext_files
+from miner.rundir import RunDir
 
 NAMES = ("bitext.tsv.gz", "bitext.parquet", "README.md")
 
 
-def reference_bitext(cfg, out_dir, src, tgt, dest, batch_rows, identifier=None) -> dict:
-    """The single-pass ``write_bitext`` this change replaced (outputs into ``dest``)."""
-    parts = score_parts(out_dir, src, tgt)
+def score_parts(out, src, tgt) -> list:
+    return RunDir.shards(RunDir(out).scores(src, tgt))
+
+
+def one_pass(cfg, out, src, tgt, identifier=None):
+    """``FilterPipeline.filter`` over every candidate of the pair at once: the pipeline
+    (its totals, threshold, steps) and the kept rows."""
+    candidates = pa.concat_tables(pq.read_table(p) for p in score_parts(out, src, tgt))
     pipeline = FilterPipeline.from_config(cfg, src, tgt, identifier=identifier)
-    paths = {"tsv": dest / "bitext.tsv.gz", "src": dest / f"train.{src}",
-             "tgt": dest / f"train.{tgt}", "parquet": dest / "bitext.parquet"}
-    sources: Counter = Counter()
-    with contextlib.ExitStack() as stack:
-        tsv = stack.enter_context(atomic_open(paths["tsv"], "w", encoding="utf-8", newline="\n"))
-        src_f = stack.enter_context(atomic_open(paths["src"], "w", encoding="utf-8", newline="\n"))
-        tgt_f = stack.enter_context(atomic_open(paths["tgt"], "w", encoding="utf-8", newline="\n"))
-        pq_tmp = stack.enter_context(atomic_path(paths["parquet"]))
-        writer = stack.enter_context(pq.ParquetWriter(pq_tmp, BITEXT_SCHEMA, compression="zstd"))
-        for batch in read_score_batches(parts, batch_rows=batch_rows):
-            kept, _ = pipeline.filter(batch.to_pandas())
-            if not len(kept):
-                continue
-            src_t, tgt_t = _clean(kept["src_text"]), _clean(kept["tgt_text"])
-            tsv.writelines(f"{s:.6f}\t{a}\t{b}\n"
-                           for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t))
-            src_f.writelines(f"{a}\n" for a in src_t)
-            tgt_f.writelines(f"{b}\n" for b in tgt_t)
-            writer.write_table(_to_arrow(kept))
-            sources.update(f"{src}: {s}" for s in kept["src_source"].fillna("unknown"))
-            sources.update(f"{tgt}: {s}" for s in kept["tgt_source"].fillna("unknown"))
-        if pipeline.counts["kept"] == 0:
-            writer.write_table(_to_arrow(pd.DataFrame()))
+    kept, _ = pipeline.filter(candidates.to_pandas())
+    return pipeline, kept.reset_index(drop=True)
+
+
+def one_line(texts: pd.Series) -> list:
+    """Texts as the TSV and Moses files hold them: tabs and line breaks become spaces."""
+    return [re.sub(r"[\t\r\n]", " ", t or "") for t in texts.tolist()]
+
+
+def check_against_one_pass(cfg, out, src, tgt, counts, files, identifier=None) -> None:
+    """The counts and every file of the bitext folder are those of ``one_pass``."""
+    import gzip
+
+    pipeline, kept = one_pass(cfg, out, src, tgt, identifier)
+    assert counts == pipeline.counts
+    assert list(counts["dropped"]) == [s.name for s in pipeline.steps]  # in the order applied
+    expected = pa.Table.from_pandas(kept[BITEXT_SCHEMA.names], schema=BITEXT_SCHEMA,
+                                    preserve_index=False)
+    got = pq.read_table(bitext_dir(out, src, tgt) / "bitext.parquet")
+    assert got.schema == BITEXT_SCHEMA and got.equals(expected)
+    src_t, tgt_t = one_line(kept["src_text"]), one_line(kept["tgt_text"])
+    assert gzip.decompress(files["bitext.tsv.gz"]).decode("utf-8").splitlines() == \
+        [f"{s:.6f}\t{a}\t{b}" for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t)]
+    assert files[f"train.{src}"].decode("utf-8").split("\n") == [*src_t, ""]
+    assert files[f"train.{tgt}"].decode("utf-8").split("\n") == [*tgt_t, ""]
+    sources = Counter([f"{src}: {s}" for s in kept["src_source"].fillna("unknown")] +
+                      [f"{tgt}: {s}" for s in kept["tgt_source"].fillna("unknown")])
     step = pipeline.step(LengthRatio.name)
-    bounds = [step.lo, step.hi] if step else None
-    (dest / "README.md").write_text(data_card(cfg, src, tgt, pipeline.counts, pipeline.threshold,
-                                              bounds, sources), encoding="utf-8")
-    return pipeline.counts
+    card = data_card(cfg, src, tgt, pipeline.counts, pipeline.threshold,
+                     [step.lo, step.hi] if step else None, sources)
+    assert files["README.md"].decode("utf-8") == card
 
 
 @pytest.fixture(scope="module")
@@ -102,35 +113,60 @@ def configs():
 
 def bitext_files(out, src, tgt) -> dict:
     d = bitext_dir(out, src, tgt)
-    return {n: (d / n).read_bytes() for n in (*NAMES, f"train.{src}", f"train.{tgt}")}
+    files = {n: (d / n).read_bytes() for n in (*NAMES, f"train.{src}", f"train.{tgt}")}
+    assert sorted(p.name for p in d.iterdir()) == sorted(files)  # no .parts, no temp files
+    assert not [p for p in d.parent.iterdir() if p.name.startswith(f".{src}-{tgt}.")]
+    return files
 
 
-@pytest.mark.parametrize("batch_rows", [outputs.BATCH_ROWS, 7])
-def test_every_executor_writes_the_single_pass_bytes_and_counts(mined, tmp_path, monkeypatch,
-                                                                 batch_rows):
-    monkeypatch.setattr(outputs, "BATCH_ROWS", batch_rows)
-    for name, cfg in configs().items():
-        for pair, out in mined.items():
-            src, tgt = pair[:5].split("-")
-            ref = tmp_path / "ref" / name / pair
-            ref_counts = reference_bitext(cfg, out, src, tgt, ref, batch_rows)
-            expected = {n: (ref / n).read_bytes() for n in
-                        (*NAMES, f"train.{src}", f"train.{tgt}")}
+def stage(cfg, out, src, tgt, identifier=None) -> dict:
+    """``write_bitext`` as `mine bitext` runs it (a local run filters in process)."""
+    import shutil
+
+    shutil.rmtree(bitext_dir(out, src, tgt), ignore_errors=True)  # not current: run it
+    return write_bitext(cfg, out, src, tgt, identifier=identifier)
+
+
+def on(executor, cfg, out, src, tgt, identifier=None) -> dict:
+    """The stage's work with its part tasks on ``executor`` (their survivors go through
+    files; a pool of two runs them in spawned processes)."""
+    return write_bitext_files(cfg, RunDir(out), src, tgt, score_parts(out, src, tgt), executor,
+                              identifier=identifier)[0]
+
+
+@pytest.mark.parametrize("name", ["default", "stateful"])
+def test_every_executor_and_batch_size_writes_the_one_pass_bytes_and_counts(
+        mined, monkeypatch, name):
+    cfg = configs()[name]
+    for pair, out in mined.items():
+        src, tgt = pair[:5].split("-")
+        by_batch = {}
+        for batch_rows in (BATCH_ROWS, 7):
+            monkeypatch.setattr(outputs, "BATCH_ROWS", batch_rows)
+            counts = stage(cfg, out, src, tgt)
+            files = bitext_files(out, src, tgt)
+            check_against_one_pass(cfg, out, src, tgt, counts, files)
             if name == "stateful" and pair == "de-en repeated":  # every stateful filter drops
-                assert all(ref_counts["dropped"][s] > 0 for s in
-                           ("duplicate_pair", "not_one_to_one", "doc_pair_cap")), ref_counts
-            executors = [None, LocalExecutor(1)]
-            if batch_rows == 7 and pair == "de-en repeated":  # spawn pools are slow to start: once per config
-                executors.append(LocalExecutor(2))
-            for executor in executors:
-                counts = write_bitext(cfg, out, src, tgt, executor)
-                assert counts == ref_counts, (name, pair, executor)
-                assert list(counts["dropped"]) == list(ref_counts["dropped"])
-                got = bitext_files(out, src, tgt)
-                for n in expected:
-                    assert got[n] == expected[n], (name, pair, executor, n)
-                assert not [p for p in bitext_dir(out, src, tgt).iterdir()
-                            if p.name.startswith(".")]  # no .parts, no temp files
+                assert all(counts["dropped"][s] > 0 for s in
+                           ("duplicate_pair", "not_one_to_one", "doc_pair_cap")), counts
+            assert on(LocalExecutor(1), cfg, out, src, tgt) == counts, (name, pair, batch_rows)
+            assert bitext_files(out, src, tgt) == files, (name, pair, batch_rows)
+            by_batch[batch_rows] = files
+        # the batches shape only the row groups of bitext.parquet (checked equal above)
+        a, b = by_batch.values()
+        assert {n: a[n] for n in a if n != "bitext.parquet"} == \
+            {n: b[n] for n in b if n != "bitext.parquet"}, (name, pair)
+
+
+@pytest.mark.slow  # spawn pools are slow to start: once per config
+def test_tasks_in_spawned_processes_write_the_same_bytes(mined, monkeypatch):
+    monkeypatch.setattr(outputs, "BATCH_ROWS", 7)
+    out = mined["de-en repeated"]
+    for name, cfg in configs().items():
+        counts = stage(cfg, out, "de", "en")
+        files = bitext_files(out, "de", "en")
+        assert on(LocalExecutor(2), cfg, out, "de", "en") == counts, name
+        assert bitext_files(out, "de", "en") == files, name
 
 
 class PickledLid:
@@ -142,20 +178,23 @@ class PickledLid:
 
 
 @pytest.mark.parametrize("workers", [None, 1])
-def test_identifier_replaces_lid_in_process(mined, tmp_path, workers):
+def test_identifier_replaces_lid_in_process(mined, workers):
     mined = mined["de-en"]
     cfg = Config()
-    executor = None if workers is None else LocalExecutor(workers)
-    ref = reference_bitext(cfg, mined, "de", "en", tmp_path / "ref", outputs.BATCH_ROWS,
+    if workers is None:
+        counts = stage(cfg, mined, "de", "en", identifier=PickledLid())
+    else:
+        counts = on(LocalExecutor(workers), cfg, mined, "de", "en", identifier=PickledLid())
+    check_against_one_pass(cfg, mined, "de", "en", counts, bitext_files(mined, "de", "en"),
                            identifier=PickledLid())
-    counts = write_bitext(cfg, mined, "de", "en", executor, identifier=PickledLid())
-    assert counts == ref
-    assert (tmp_path / "ref" / "bitext.tsv.gz").read_bytes() == \
-        (bitext_dir(mined, "de", "en") / "bitext.tsv.gz").read_bytes()
+    _, fasttext = one_pass(cfg, mined, "de", "en")
+    _, stand_in = one_pass(cfg, mined, "de", "en", identifier=PickledLid())
+    assert len(fasttext) != len(stand_in)  # the identifier made a difference
 
 
 def test_a_failing_task_leaves_no_parts_and_no_outputs(mined, monkeypatch):
     mined = mined["de-en"]
+    stage(Config(), mined, "de", "en")
     d = bitext_dir(mined, "de", "en")
     before = {p.name: p.read_bytes() for p in d.iterdir()}
 
@@ -164,8 +203,9 @@ def test_a_failing_task_leaves_no_parts_and_no_outputs(mined, monkeypatch):
 
     monkeypatch.setattr(PairDedup, "keys", boom)
     with pytest.raises(RuntimeError, match="keys failed"):
-        write_bitext(Config(), mined, "de", "en", LocalExecutor(1))
+        on(LocalExecutor(1), Config(), mined, "de", "en")
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before  # old outputs intact
+    assert not RunDir(mined).bitext_parts("de", "en").exists()
 
 
 def test_stateful_steps_run_on_keys_as_on_frames():
