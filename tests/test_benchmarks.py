@@ -7,6 +7,8 @@ runs prove the scripts work and that their correctness checks hold.
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO, shared_data
 
 
@@ -22,6 +24,7 @@ def test_score_benchmark_matches_the_laser_loop():
     assert "same pairs and scores: True" in out and "x faster" in out
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess: ~7 s
 def test_encode_benchmark_runs_on_bucc():
     shared_data("bucc")
     out = bench("benchmarks/encode.py", "--limit", 150, "--repeats", 1)
@@ -30,6 +33,7 @@ def test_encode_benchmark_runs_on_bucc():
     assert cos > 0.9999  # the same model: only float rounding differs
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess: ~2.5 s
 def test_knn_benchmark_small():
     out = bench("benchmarks/knn.py", "--queries", 500, "--database", 5000, "--dim", 64,
                 "--rss-rows", 0)

@@ -73,14 +73,24 @@ def check_against_one_pass(cfg, out, src, tgt, counts, files, identifier=None) -
 
 
 @pytest.fixture(scope="module")
-def mined(tmp_path_factory):
-    """`mine run` on the examples (de-en, fr-en) with score parts of 20 candidates."""
+def mined(tmp_path_factory, muse):
+    """The stages of `mine run` on the examples (de-en, fr-en), in this process (the
+    encoder loaded once per session), with score parts of 20 candidates."""
+    from miner.embed.stage import run_embed
+    from miner.knn.stage import run_knn
+    from miner.prepare import prepare
+    from miner.score import run_score
+
     out = tmp_path_factory.mktemp("parts") / "out"
-    p = subprocess.run([sys.executable, "-m", "miner", "run",
-                        *sorted((EXAMPLES / "articles").glob("*.jsonl")), "--pair", "de-en",
-                        "--pair", "fr-en", "--out", str(out), "--shard-size", "20"],
-                       capture_output=True, text=True, cwd=REPO, timeout=600)
-    assert p.returncode == 0, p.stderr
+    cfg = Config(shard_size=20)
+    langs = ["de", "en", "fr"]
+    prepare(cfg, [str(EXAMPLES / "articles" / f"{lang}.jsonl") for lang in langs], langs, out,
+            LocalExecutor(1))  # in process: a pool costs more than these inputs
+    for lang in langs:
+        run_embed(cfg, out, lang, muse)
+    for src in ("de", "fr"):
+        run_knn(cfg, out, src, "en")
+        run_score(cfg, out, src, "en")
     for pair in ("de-en", "fr-en"):
         assert len(list((out / "scores" / pair).glob("part-*.parquet"))) >= 3
     # the same de-en candidates with every third one repeated (as when two documents

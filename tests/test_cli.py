@@ -54,6 +54,7 @@ def assert_cli_user_error(result, *words):
         assert w in lines[0], lines[0]
 
 
+@pytest.mark.slow  # `mine pair` in a subprocess, the encoder loaded: ~5 s
 def test_pair_mines_the_example_corpus(tmp_path):
     out = tmp_path / "de-en.tsv.gz"
     p = mine("pair", EXAMPLES / "corpus.de.txt", EXAMPLES / "corpus.en.txt", "--src-lang", "de",
@@ -72,6 +73,7 @@ def test_pair_mines_the_example_corpus(tmp_path):
     assert p.stdout.count("\n") >= 3
 
 
+@pytest.mark.slow  # `mine pair` in a subprocess, the encoder loaded: ~4 s
 def test_pair_threshold_and_config_file(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text("[knn]\nk = 2\n[score]\nthreshold = 1.2\nmargin = 'ratio'\n")

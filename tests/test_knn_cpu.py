@@ -33,6 +33,7 @@ def data():
     return q, y
 
 
+@pytest.mark.slow  # ~3.5 s each
 @pytest.mark.parametrize("bf16", [True, False])
 def test_same_neighbours_and_bitwise_sims_as_exact_search(data, bf16):
     q, y = data

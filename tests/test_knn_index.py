@@ -99,6 +99,7 @@ def _parts(out):
             for p in sorted((out / "knn").rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow  # IVF training and a spawned pool: 2-4 s each
 @pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
 def test_index_search_is_identical_in_process_and_as_tasks(tmp_path, monkeypatch, kind):
     import miner.knn.stage as stage

@@ -207,6 +207,7 @@ def test_auto_backend_is_torch_bf16_without_cuda():
         assert auto_backend() == "torch"
 
 
+@pytest.mark.slow  # a benchmark script in a subprocess: ~2 s
 def test_benchmark_script_runs_on_the_cpu():
     import torch
 
@@ -249,6 +250,7 @@ def test_knn_torch_twin_is_exact_with_ties_on_the_cpu():
         np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
 
 
+@pytest.mark.slow  # compiles the kernel for two GPUs: ~3 s
 def test_kernel_compiles_for_hopper_and_ampere_without_a_gpu():
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     if not os.path.exists(ptxas):

@@ -15,6 +15,9 @@ from miner.knn.stage import read_knn
 
 from conftest import EXAMPLES, REPO, shared_data
 
+# every test runs `mine run` in subprocesses on real data: 7-14 s each
+pytestmark = pytest.mark.slow
+
 MINE = [sys.executable, "-m", "miner"]
 
 

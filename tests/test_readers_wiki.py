@@ -44,7 +44,8 @@ def test_data_is_all_there():
 
 
 @needs_data
-@pytest.mark.parametrize("path", TRUNCATED + ENWIKI + PAGES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow)  # 100k of XML: ~2 s each
+                                  for p in TRUNCATED] + ENWIKI + PAGES, ids=lambda p: p.name)
 def test_every_excerpt_yields_clean_articles_and_sentences(path):
     assert detect_format(path) == "wiki"
     docs = list(read_wiki(path))
@@ -154,6 +155,7 @@ def make_multistream(target: Path, pages_per_stream: int = 20, max_pages: int = 
     return target
 
 
+@pytest.mark.slow  # a real dump read twice: ~3 s
 @needs_data
 def test_pieces_of_a_multistream_dump_read_as_the_whole_dump(tmp_path):
     """Byte ranges cut anywhere give, piece after piece, exactly the whole dump's
@@ -175,6 +177,7 @@ def test_pieces_of_a_multistream_dump_read_as_the_whole_dump(tmp_path):
         assert got == whole
 
 
+@pytest.mark.slow  # prepare twice on a real dump: ~6 s
 @needs_data
 def test_prepare_cuts_a_multistream_dump_into_tasks_with_the_same_shards(tmp_path):
     from miner.config import Config

@@ -47,7 +47,7 @@ def run_dir(tmp_path_factory, muse):
     out = tmp_path_factory.mktemp("score") / "run"
     cfg = Config(shard_size=20)
     prepare(cfg, [str(EXAMPLES / "articles" / f"{lang}.jsonl") for lang in (SRC, TGT)],
-            [SRC, TGT], out)
+            [SRC, TGT], out, LocalExecutor(1))  # in process: a pool costs more than these inputs
     for lang in (SRC, TGT):
         run_embed(cfg, out, lang, muse)
     run_knn(cfg, out, SRC, TGT)

@@ -13,6 +13,9 @@ import pytest
 from conftest import EXAMPLES, REPO
 from s3server import s3_server
 
+# the `runs` fixture: `mine run` four times against an S3 server, ~35 s
+pytestmark = pytest.mark.slow
+
 MINE = [sys.executable, "-m", "miner"]
 BUCKET = "s3://miner-test"
 
