@@ -398,7 +398,7 @@ def run(inputs, config_file, pairs, show, **flags):
         if show:
             import gzip
 
-            with (folder / "bitext.tsv.gz").open("rb") as raw, \
+            with run_dir.bitext_tsv(*pair.split("-")).open("rb") as raw, \
                     gzip.open(raw, "rt", encoding="utf-8") as f:
                 for _, line in zip(range(show), f):
                     score_, src_text, tgt_text = line.rstrip("\n").split("\t")

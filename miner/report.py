@@ -104,7 +104,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     """The report of one pair; writes its PNGs under ``DIR/report/``."""
     out_dir = as_path(out_dir)
     src, tgt = pair.split("-")
-    path = RunDir(out_dir).bitext(src, tgt) / "bitext.parquet"
+    path = RunDir(out_dir).bitext_parquet(src, tgt)
     if not path.exists():
         raise MinerError(f"{path}: no such file; run `mine bitext {out_dir} --pair {pair}` first")
     kept = read_parquet(path, columns=["score", "src_text", "tgt_text"])
@@ -211,7 +211,7 @@ class ReportStage(Stage):
         files = []
         for p in self.pairs:
             src, tgt = p.split("-")
-            files += [f for f in (ctx.run.bitext(src, tgt) / "bitext.parquet",)]
+            files.append(ctx.run.bitext_parquet(src, tgt))
             files += RunDir.shards(ctx.run.scores(src, tgt))
         # what each stage's outputs came from (not this run's counts of work done)
         return {"pairs": self.pairs,

@@ -36,6 +36,8 @@ from miner.storage import AnyPath, as_path
 
 SHARD_GLOB = "part-*.parquet"
 DIRECTIONS = ("fwd", "bwd")
+KNN_PARTIAL = ".partial"  # in a knn direction folder: cluster search partials
+KNN_INDEX = ".index"  # in a knn direction folder: a trained IVF index while in use
 
 Pair = Union[str, tuple]
 
@@ -92,7 +94,7 @@ class RunDir:
         return d if direction is None else d / direction
 
     def knn_index_dir(self, src: str, tgt: str, direction: str) -> AnyPath:
-        return self.knn(src, tgt, direction) / ".index"
+        return self.knn(src, tgt, direction) / KNN_INDEX
 
     # -- score, bitext, report -----------------------------------------------------
     def scores(self, src: str, tgt: str) -> AnyPath:
@@ -101,8 +103,18 @@ class RunDir:
     def score_shuffle(self, src: str, tgt: str) -> AnyPath:
         return self.scores(src, tgt) / ".shuffle"
 
+    @property
+    def bitext_root(self) -> AnyPath:
+        return self.root / "bitext"
+
     def bitext(self, src: str, tgt: str) -> AnyPath:
-        return self.root / "bitext" / pair_name(src, tgt)
+        return self.bitext_root / pair_name(src, tgt)
+
+    def bitext_tsv(self, src: str, tgt: str) -> AnyPath:
+        return self.bitext(src, tgt) / "bitext.tsv.gz"
+
+    def bitext_parquet(self, src: str, tgt: str) -> AnyPath:
+        return self.bitext(src, tgt) / "bitext.parquet"
 
     def bitext_staging(self, src: str, tgt: str) -> AnyPath:
         """Where the bitext files are written before they are published together."""

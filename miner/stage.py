@@ -405,7 +405,7 @@ def _cleanup_temp_dirs(run: RunDir) -> None:
     for d in run.temp_dirs():
         log.info("removing %s (left by an interrupted run)", d)
         rmtree(d)
-    bitext = run.root / "bitext"
+    bitext = run.bitext_root
     if bitext.is_dir():
         for old in list(bitext.glob(".*.old")):
             live = bitext / old.name[1:-len(".old")]

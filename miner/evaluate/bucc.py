@@ -191,7 +191,7 @@ def mine_split(split: BuccSplit, pair: str, cfg: Config, work_dir, filters: bool
         cfg = copy.deepcopy(cfg)
         cfg.score.threshold = NO_THRESHOLD
         counts = write_bitext(cfg, work_dir, src, tgt, executor)
-        tables = [read_parquet(RunDir(work_dir).bitext(src, tgt) / "bitext.parquet", columns)]
+        tables = [read_parquet(RunDir(work_dir).bitext_parquet(src, tgt), columns)]
     else:
         tables = [read_parquet(p, columns) for p in parts]
     c2s: dict[tuple[str, str], float] = {}

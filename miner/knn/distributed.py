@@ -41,6 +41,7 @@ from miner.storage import AnyPath, as_path, read_table
 from miner.formats.embeddings import read_embeddings, read_ids
 from miner.formats.neighbours import write_knn_shard
 from miner.knn.search import search_shard
+from miner.rundir import KNN_PARTIAL
 from miner.knn.sharded import knn_partitions, mean_topk
 
 
@@ -65,7 +66,7 @@ class DirectionPlan:
 def _partial_path(plan: DirectionPlan, q_name: str, j: int, fingerprint: dict) -> AnyPath:
     key = hashlib.sha256(json.dumps([fingerprint, plan.part_rows, plan.q_block], sort_keys=True)
                          .encode()).hexdigest()[:12]
-    return as_path(plan.out) / ".partial" / f"{q_name}.{j:05d}.{key}.npz"
+    return as_path(plan.out) / KNN_PARTIAL / f"{q_name}.{j:05d}.{key}.npz"
 
 
 def _read_rows(plan: DirectionPlan, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +141,7 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     items = [(str(q), j, fp) for q, fp in todo for j in range(n_parts)]
     # partials of an interrupted run with other settings or shards would never be used
     wanted = {_partial_path(plan, as_path(q).name, j, fp).name for q, j, fp in items}
-    for stale in (as_path(plan.out) / ".partial").glob("*.npz"):
+    for stale in (as_path(plan.out) / KNN_PARTIAL).glob("*.npz"):
         if stale.name not in wanted:
             stale.unlink(missing_ok=True)
     paths = executor.map(partial(search_partition, plan=plan), items,
@@ -148,7 +149,7 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     merges = [(str(q), fp, paths[i * n_parts:(i + 1) * n_parts]) for i, (q, fp) in enumerate(todo)]
     rows = executor.map(partial(merge_shard, plan=plan), merges,
                         desc=f"knn {as_path(plan.out).name} merge")
-    partial_dir = as_path(plan.out) / ".partial"
+    partial_dir = as_path(plan.out) / KNN_PARTIAL
     if partial_dir.exists() and not any(partial_dir.iterdir()):
         partial_dir.rmdir()
     return rows

@@ -38,7 +38,7 @@ from miner.knn.index import (build_index, choose_index, factory_string, gpus_ava
 from miner.knn.search import Database, search_shard
 from miner.knn.sharded import knn_partitions, plan_blocks, resolve_backend
 from miner.formats import num_rows
-from miner.rundir import DIRECTIONS, RunDir
+from miner.rundir import DIRECTIONS, KNN_INDEX, RunDir
 from miner.stage import Result, Stage, Task, describe_result
 from miner.storage import as_path
 
@@ -240,7 +240,7 @@ def run_knn(cfg: Config, out_dir, src_lang: str, tgt_lang: str, executor=None) -
 
 # -- approximate (faiss IVF / IVF-PQ) search -----------------------------------------
 
-INDEX_DIR = ".index"
+INDEX_DIR = KNN_INDEX  # miner.rundir
 
 
 def index_file(out: Path, kind: str, seed: int, encoder: str, dim: int,
