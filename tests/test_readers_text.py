@@ -2,6 +2,7 @@
 
 import bz2
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -73,3 +74,56 @@ def test_missing_file_and_unknown_format(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(MinerError, match="unknown format"):
         open_reader(tmp_path / "a.txt", "docx")
+
+
+@pytest.mark.parametrize("fmt", ["auto", "text"])
+@pytest.mark.parametrize("ext", ["gz", "bz2", "xz", "zst"])
+def test_truncated_compressed_file_is_an_error_not_a_shorter_file(tmp_path, ext, fmt):
+    import gzip
+    import lzma
+
+    import zstandard
+
+    data = "".join(f"line number {i} of a compressed file\n" for i in range(5000)).encode()
+    compress = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress,
+                "zst": zstandard.ZstdCompressor().compress}[ext]
+    blob = compress(data)
+    path = tmp_path / f"cut.txt.{ext}"
+    path.write_bytes(blob[: len(blob) * 2 // 3])
+    with pytest.raises(MinerError, match=rf"^{re.escape(str(path))}: truncated ") as err:
+        list(open_reader(path, fmt))
+    assert "\n" not in str(err.value)
+
+
+def test_zst_of_several_frames_reads_whole(tmp_path):
+    import zstandard
+
+    path = tmp_path / "frames.txt.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"one\ntwo\n")
+                     + zstandard.ZstdCompressor(write_checksum=True).compress(b"three\n"))
+    assert [d.text for d in open_reader(path)] == ["one", "two", "three"]
+
+
+def test_parquet_text_column_of_integers_is_an_error(tmp_path):
+    path = tmp_path / "ints.parquet"
+    pq.write_table(pa.table({"text": [1, 2, 3]}), path)
+    with pytest.raises(MinerError, match=rf"^{re.escape(str(path))}: column 'text' holds int64, not text"):
+        list(open_reader(path))
+    dictionary = tmp_path / "dict.parquet"  # dictionary-encoded strings are text
+    pq.write_table(pa.table({"text": pa.array(["a", "b"]).dictionary_encode()}), dictionary)
+    assert [d.text for d in open_reader(dictionary)] == ["a", "b"]
+
+
+@pytest.mark.parametrize("fmt, content, message", [
+    ("wet", b'{"text": "a JSON line"}\n', "not a WARC/WET file"),
+    ("warc", b"plain text\n", "not a WARC/WET file"),
+    ("jsonl", bz2.compress(b"<mediawiki><page></page></mediawiki>\n"), "not valid JSON"),
+    ("wiki", b'{"text": "a JSON line"}\n', "malformed XML"),
+    ("parquet", b'{"text": "a JSON line"}\n', "not a readable Parquet file"),
+])
+def test_format_that_does_not_match_the_content_is_an_error(tmp_path, fmt, content, message):
+    path = tmp_path / "input.data"
+    path.write_bytes(content)
+    with pytest.raises(MinerError, match=message) as err:
+        list(open_reader(path, fmt))
+    assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)

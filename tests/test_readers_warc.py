@@ -88,3 +88,91 @@ def test_corrupt_warc_is_one_clear_error(tmp_path):
     path.write_bytes(data[:200] + b"\x00" * 100 + data[300:])
     with pytest.raises(MinerError, match="bad.warc.wet.gz"):
         list(open_reader(path, "wet"))
+
+
+def write_plain_wet(path):
+    """The WET of PAGES uncompressed, with the offset of each record's Content-Length."""
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=False)
+        for url, _, text in PAGES:
+            writer.write_record(writer.create_warc_record(
+                url, "conversion", payload=BytesIO(text.encode()),
+                warc_headers_dict={"Content-Type": "text/plain"}))
+    return path.read_bytes()
+
+
+def _set_length(data: bytes, record: int, delta: int) -> bytes:
+    """``data`` with the Content-Length of record number ``record`` changed by ``delta``."""
+    at = -1
+    for _ in range(record + 1):
+        at = data.index(b"Content-Length: ", at + 1)
+    end = data.index(b"\r\n", at)
+    return data[:at + 16] + str(int(data[at + 16:end]) + delta).encode() + data[end:]
+
+
+def _record_error(path, data, fmt="wet"):
+    path.write_bytes(data)
+    with pytest.raises(MinerError) as err:
+        list(open_reader(path, fmt))
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("fmt", ["auto", "wet"])
+def test_truncated_plain_wet_names_the_file_and_the_record(tmp_path, fmt):
+    data = write_plain_wet(tmp_path / "whole.warc.wet")
+    message = _record_error(tmp_path / "cut.warc.wet", data[:-30], fmt)
+    assert "https://example.com/nolang" in message and "<urn:uuid:" in message
+    assert "the file ends" in message
+
+
+def test_truncated_gzipped_wet_is_an_error(tmp_path):
+    write_wet(tmp_path / "whole.warc.wet.gz")
+    data = (tmp_path / "whole.warc.wet.gz").read_bytes()
+    message = _record_error(tmp_path / "cut.warc.wet.gz", data[:len(data) - 40])
+    assert "truncated gzip WARC archive" in message
+
+
+def test_content_length_overrun_names_the_record_and_credits_no_text(tmp_path):
+    data = write_plain_wet(tmp_path / "whole.warc.wet")
+    # into the next record: its text must not be read as the first page's
+    message = _record_error(tmp_path / "over.warc.wet", _set_length(data, 0, 120))
+    assert "https://example.de/wetter" in message and "does not end at the end of the record" in message
+    # past the end of the file
+    message = _record_error(tmp_path / "past.warc.wet", _set_length(data, 0, 100000))
+    assert "https://example.de/wetter" in message and "the file ends" in message
+    # too short: the rest of the text is not a record
+    message = _record_error(tmp_path / "short.warc.wet", _set_length(data, 1, -5))
+    assert "https://example.fr/meteo" in message
+
+
+def test_wet_format_on_a_warc_of_responses_is_an_error(tmp_path):
+    path = tmp_path / "responses.warc"
+    with open(path, "wb") as f:
+        writer = WARCWriter(f, gzip=False)
+        http = StatusAndHeaders("200 OK", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record(
+            "https://example.org/a", "response", payload=BytesIO(b"<p>Hi</p>"), http_headers=http))
+    assert "use --format warc" in _record_error(path, path.read_bytes(), "wet")
+
+
+def test_wet_format_on_jsonl_is_an_error(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    message = _record_error(path, b'{"text": "one document"}\n{"text": "two"}\n', "wet")
+    assert "not a WARC/WET file" in message
+
+
+@pytest.mark.parametrize("ext", ["bz2", "xz", "zst"])
+def test_wet_in_other_compressions_reads_back(tmp_path, ext):
+    import bz2
+    import lzma
+
+    import zstandard
+
+    data = write_plain_wet(tmp_path / "whole.warc.wet")
+    compress = {"bz2": bz2.compress, "xz": lzma.compress,
+                "zst": zstandard.ZstdCompressor().compress}[ext]
+    path = tmp_path / f"crawl.warc.wet.{ext}"
+    path.write_bytes(compress(data))
+    assert [d.text for d in open_reader(path)] == [t for _, _, t in PAGES]

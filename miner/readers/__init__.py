@@ -94,11 +94,63 @@ def open_binary(path: str | Path) -> IO[bytes]:
     if kind == "xz":
         return lzma.open(source, "rb")
     if kind == "zstd":
+        return io.BufferedReader(_ZstdReader(open_raw(path)), 1 << 20)
+    return open_raw(path)
+
+
+TRUNCATED = "Compressed file ended before the end-of-stream marker was reached"
+
+
+class _ZstdReader(io.RawIOBase):
+    """The zstd frames of a file, end to end, decompressed.
+
+    ``zstandard``'s ``stream_reader`` reads a file that ends inside a frame as a
+    shorter file; this one raises ``EOFError`` there, as gzip, bz2 and lzma do.
+    """
+
+    def __init__(self, raw: IO[bytes]):
         import zstandard
 
-        raw = open_raw(path)
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, closefd=True))
-    return open_raw(path)
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = None  # the decompressor of the frame being read
+        self._buf = b""
+        self._pos = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while self._pos >= len(self._buf):
+            if self._done:
+                return 0
+            self._fill()
+        n = min(len(b), len(self._buf) - self._pos)
+        b[:n] = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def _fill(self) -> None:
+        data = b""
+        if self._frame is not None and self._frame.eof:  # a frame ended: the next one
+            data = self._frame.unused_data
+            self._frame = None
+        data = data or self._raw.read(1 << 16)
+        self._buf, self._pos = b"", 0
+        if not data:
+            if self._frame is not None:  # the file ends inside a frame
+                raise EOFError(TRUNCATED)
+            self._done = True
+            return
+        if self._frame is None:
+            self._frame = self._dctx.decompressobj()
+        self._buf = self._frame.decompress(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 # errors a broken compressed stream raises while reading
@@ -112,13 +164,24 @@ except ImportError:  # pragma: no cover
     pass
 
 
+def decompress_error(path, e: BaseException, what: str = "") -> MinerError:
+    """The one-line MinerError for an error raised while decompressing ``path``: a
+    stream that ends early is a truncated file, never a clean end."""
+    kind = compression_of(path) or "file"
+    if isinstance(e, EOFError):
+        return MinerError(f"{path}: truncated {kind}{what} (the compressed stream ends "
+                          "before its end-of-stream marker)")
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return MinerError(f"{path}: corrupt or unreadable {kind}{what} ({first})")
+
+
 def sniff(path: str | Path, n: int = 4096) -> bytes:
     """The first ``n`` decompressed bytes of a file; MinerError if it cannot be read."""
     try:
         with open_binary(path) as f:
             return f.read(n)
     except DECOMPRESS_ERRORS as e:
-        raise MinerError(f"{path}: corrupt or unreadable {compression_of(path) or 'file'} ({e})") from None
+        raise decompress_error(path, e) from None
 
 
 def detect_format(path: str | Path) -> str:

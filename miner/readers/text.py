@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 
 from miner.errors import MinerError
 from miner.io import MAX_LINE_BYTES, MAX_LINE_CHARS
-from miner.readers import DECOMPRESS_ERRORS, Document, open_binary, open_raw
+from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary, open_raw
 from miner.storage import as_path, parquet_file
 
 
@@ -51,7 +51,7 @@ def _lines(path, span: Optional[Span] = None) -> Iterator[tuple[int, str]]:
                     raise MinerError(f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
                 yield lineno, line.rstrip("\r\n")
     except DECOMPRESS_ERRORS as e:
-        raise MinerError(f"{path}: corrupt or unreadable file ({e})") from None
+        raise decompress_error(path, e) from None
 
 
 def count_line_starts(path, start: int, stop: int) -> int:
@@ -142,6 +142,9 @@ def read_parquet(path: str | Path, text_field: str = "text",
     for name in (text_field, id_field):
         if name and name not in names:
             raise MinerError(f"{path}: no column {name!r} (columns: {', '.join(names)})")
+    kind = pf.schema_arrow.field(text_field).type
+    if not _is_text_type(kind):  # integers read as text would be skipped, or worse, kept
+        raise MinerError(f"{path}: column {text_field!r} holds {kind}, not text (set --text-field)")
     extra = [c for c in ("url", "title") if c in names]
     columns = [text_field] + ([id_field] if id_field else []) + extra
     groups = None if span is None else range(span[0], span[1])
@@ -151,10 +154,20 @@ def read_parquet(path: str | Path, text_field: str = "text",
             cols = batch.to_pydict()
             for i, text in enumerate(cols[text_field]):
                 row += 1
-                if not isinstance(text, str):
+                if text is None:  # a null: no document (the column's type is text)
                     continue
                 doc_id = str(cols[id_field][i]) if id_field else str(row - 1)
                 where = next((str(cols[c][i]) for c in extra if cols[c][i]), "")
                 yield Document(text, doc_id, where, str(path))
     except (pa.ArrowInvalid, OSError) as e:
         raise MinerError(f"{path}: corrupt Parquet file ({e})") from None
+
+
+def _is_text_type(kind) -> bool:
+    """A Parquet column type that holds strings (dictionary-encoded ones too)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+            or getattr(pa.types, "is_string_view", lambda _: False)(kind))

@@ -7,12 +7,14 @@ characters rather than failing the whole file. A corrupt archive is a MinerError
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Iterator
 
+from warcio.archiveiterator import ArchiveIterator
+from warcio.exceptions import ArchiveLoadFailed
+
 from miner.errors import MinerError
-from miner.readers import DECOMPRESS_ERRORS, Document, open_raw
+from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary
 from miner.storage import as_path
 
 MAX_RECORD_BYTES = 50 << 20  # larger records are skipped, not read into memory
@@ -25,28 +27,110 @@ def read_warc(path: str | Path, html: bool = True) -> Iterator[Document]:
     ``doc_id`` is ``WARC-Record-ID``, ``url_or_title`` is ``WARC-Target-URI``; ``meta``
     holds ``date`` (``WARC-Date``), ``lang`` (``WARC-Identified-Content-Language``, when
     present) and ``refers_to`` (``WARC-Refers-To``).
-    """
-    from warcio.archiveiterator import ArchiveIterator
-    from warcio.exceptions import ArchiveLoadFailed
 
+    Every record must hold exactly its ``Content-Length`` bytes followed by the blank
+    lines that end it: a record cut by the end of the file (a truncated archive, or a
+    Content-Length that overruns the bytes present) or one whose Content-Length runs
+    into the next record is a MinerError naming the file and the record. A document is
+    yielded only once the record after it has started where it should, so no record is
+    credited with the bytes of another. A record cut exactly between two records is a
+    shorter valid archive: WARC has no record count to tell.
+    """
     path = as_path(path)
     try:
         # warcio's own gzip reader prints and swallows an error in the middle of a
-        # member, silently ending the file there; Python's gzip raises instead
-        with open_raw(path) as raw:
-            magic = raw.read(2)
-        with open_raw(path) as raw, (gzip.open(raw, "rb") if magic == b"\x1f\x8b" else raw) as f:
+        # member, silently ending the file there; Python's decompressors raise instead
+        with open_binary(path) as f:
+            head = f.read(64)
+        if not head.lstrip(b"\r\n").startswith(b"WARC/"):
+            raise MinerError(f"{path}: not a WARC/WET file (it starts with {head[:16]!r}, "
+                             "not 'WARC/'); check --format")
+        with open_binary(path) as f:
             stream = _ErrorKeepingStream(f)
-            for record in ArchiveIterator(stream):
-                doc = _record_document(record, path, html)
-                if doc is not None:
-                    yield doc
+            pending = None
+            kinds = {"conversion": 0, "response": 0}
+            for record in _StrictArchiveIterator(stream):
+                # warcio has read the record before this one to its end: it was whole
+                if pending is not None:
+                    yield pending
+                if record.rec_type in kinds:
+                    kinds[record.rec_type] += 1
+                pending = _record_document(record, path, html)
             if stream.error is not None:  # warcio ended the iteration quietly
                 raise stream.error
+            if pending is not None:
+                yield pending
+            if not html and not kinds["conversion"] and kinds["response"]:
+                raise MinerError(f"{path}: a WARC of {kinds['response']} response records and "
+                                 "no WET conversion records: use --format warc")
+    except _BadRecord as e:
+        raise MinerError(f"{path}: record {e.name}: {e.problem}") from None
     except ArchiveLoadFailed as e:
-        raise MinerError(f"{path}: not a valid WARC file ({str(e).splitlines()[0]})") from None
+        raise MinerError(f"{path}: not a valid WARC file ({_first_line(e)})") from None
     except DECOMPRESS_ERRORS as e:
-        raise MinerError(f"{path}: corrupt WARC archive ({e})") from None
+        raise decompress_error(path, e, " WARC archive") from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+class _BadRecord(Exception):
+    """A record whose bytes do not match its Content-Length."""
+
+    def __init__(self, record, problem: str):
+        headers = record.rec_headers
+        rec_id = headers.get_header("WARC-Record-ID")
+        uri = headers.get_header("WARC-Target-URI")
+        self.name = " ".join(x for x in (rec_id, f"({uri})" if uri and rec_id else uri) if x) or "?"
+        self.problem = problem
+        super().__init__(f"{self.name}: {problem}")
+
+
+class _StrictArchiveIterator(ArchiveIterator):
+    """warcio's iterator, checking each WARC record against its Content-Length: a
+    record the file ends inside, or one not followed by a blank line (its
+    Content-Length is wrong), raises ``_BadRecord`` rather than a warning on stderr and
+    a record that takes the bytes of the next ones."""
+
+    def __init__(self, fileobj):
+        super().__init__(fileobj)
+        self.known_format = "warc"  # no ARC records in the middle of a WARC
+
+    def _next_record(self, next_line):
+        record = super()._next_record(next_line)
+        length = (record.rec_headers.get_header("Content-Length") or "").strip()
+        if not length.isdigit():
+            raise _BadRecord(record, f"no valid Content-Length ({length or 'missing'})")
+        return record
+
+    def read_to_end(self, record=None):
+        current = None if self.member_info else self.record
+        super().read_to_end(record)
+        left = getattr(getattr(current, "raw_stream", None), "limit", 0)
+        if current is not None and left > 0:
+            length = current.rec_headers.get_header("Content-Length")
+            raise _BadRecord(current, f"the file ends {left} bytes before the end of the "
+                             f"record (Content-Length {length}): truncated file or wrong "
+                             "Content-Length")
+
+    def _consume_blanklines(self):
+        # a record ends with two blank lines (CRLF CRLF); a Content-Length that is
+        # too short leaves text here, one 2 or 3 bytes too long eats a blank line
+        empty_size = 0
+        blank = 0
+        while True:
+            line = self.reader.readline()
+            if not line:
+                return None, empty_size
+            if line.strip():
+                if blank < 2 and self.record is not None:
+                    length = self.record.rec_headers.get_header("Content-Length")
+                    raise _BadRecord(self.record, f"Content-Length {length} does not end at "
+                                     f"the end of the record (then {line[:40]!r})")
+                return line, empty_size
+            empty_size += len(line)
+            blank += 1
 
 
 class _ErrorKeepingStream:

@@ -25,7 +25,7 @@ from mwparserfromhell.nodes import (Argument, Comment, ExternalLink, Heading, HT
                                     Tag, Template, Text, Wikilink)
 
 from miner.errors import MinerError
-from miner.readers import DECOMPRESS_ERRORS, Document, open_binary
+from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary
 from miner.storage import as_path
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,8 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
         while True:
             try:
                 chunk = next(chunks, b"")
-            except DECOMPRESS_ERRORS as e:
-                raise MinerError(f"{path}: corrupt compressed data ({e})") from None
+            except DECOMPRESS_ERRORS as e:  # a stream that ends early is an error too
+                raise decompress_error(path, e) from None
             if not chunk:
                 break
             if not started:
