@@ -5,6 +5,7 @@ stderr and exit 2.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import sys
@@ -16,8 +17,14 @@ from miner.config import (EMBED_DTYPES, ENCODERS, EXECUTORS, FORMAT_CHOICES, IND
 from miner.errors import MinerError
 
 
+# what the disk or the file system, not a bug, makes a write fail with
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
 def user_errors(fn):
-    """Turn a MinerError (and a broken pipe) into one line on stderr and exit code 2."""
+    """Turn a MinerError (and a broken pipe) into one line on stderr and exit code 2;
+    so too an OSError of a full disk, a quota, a read-only or forbidden folder (naming
+    the file), since the runner records only finished work and publishes bitext whole."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -28,6 +35,13 @@ def user_errors(fn):
             sys.exit(2)
         except BrokenPipeError:  # `mine pair ... | head`
             sys.exit(0)
+        except OSError as e:
+            if e.errno not in _STORAGE_ERRNOS:  # anything else is a bug: raise it
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"mine: error: {where}{e.strerror or e}; outputs written before "
+                       f"are kept, free space or fix the folder and rerun", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("mine: interrupted", err=True)
             sys.exit(130)
@@ -113,15 +127,17 @@ def _mining_options(fn):
 @click.option("--threshold", type=float, help="Keep pairs scoring at least this.")
 @click.option("--show", type=int, default=10, show_default=True,
               help="Print this many of the best pairs.")
-@click.option("--work", type=click.Path(file_okay=False),
+@click.option("--work", type=click.Path(),
               help="Keep the stage outputs here (a rerun resumes) [a temporary directory].")
 @_mining_options
 @user_errors
 def pair(src, tgt, src_lang, tgt_lang, output, threshold, show, work, config_file, **flags):
     """Mine two one-sentence-per-line files (plain or .gz) into scored pairs."""
-    from miner.pair import check_langs, format_pairs, mine_files, work_directory, write_tsv
+    from miner.pair import (check_langs, check_output, format_pairs, mine_files, work_directory,
+                            write_tsv)
 
     check_langs(src_lang, tgt_lang)
+    check_output(output, (src, tgt))
     cfg = build_config(config_file, threshold=threshold, **flags)
     with work_directory(work) as work_dir:
         table = mine_files(src, tgt, src_lang, tgt_lang, cfg, work_dir)
@@ -237,7 +253,7 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--lang", "langs", multiple=True, required=True,
               help="Language to keep (2- or 3-letter ISO 639 code); repeat for several.")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out", "out_dir", required=True, type=click.Path(),
               help="Output directory: sentences/{lang}/part-*.parquet and manifest.json.")
 @click.option("--format", "format_", default=None,
               type=click.Choice(FORMAT_CHOICES),
@@ -282,7 +298,7 @@ def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, 
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory", type=click.Path())
 @click.option("--lang", "langs", multiple=True, required=True, help="Language(s) to embed.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("--encoder", type=click.Choice(ENCODERS), help="[muse]")
@@ -308,7 +324,7 @@ def embed(directory, langs, config_file, **flags):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory", type=click.Path())
 @click.option("--pair", "lang_pairs", multiple=True, required=True,
               help="Language pair, e.g. de-en (repeatable).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
@@ -337,7 +353,7 @@ def knn(directory, lang_pairs, config_file, **flags):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory", type=click.Path())
 @click.option("--pair", "lang_pairs", multiple=True, required=True, help="e.g. de-en.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
@@ -408,7 +424,7 @@ def run(inputs, config_file, pairs, show, **flags):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory", type=click.Path())
 @click.option("--pair", "lang_pairs", multiple=True, help="e.g. de-en (repeatable) [config pairs].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("--threshold", type=float,
@@ -457,7 +473,7 @@ def bitext(directory, lang_pairs, config_file, report, **flags):
 
 
 @main.command()
-@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("directory", type=click.Path())
 @click.option("--pair", "lang_pair", help="Only this pair, e.g. de-en [every pair].")
 @user_errors
 def report(directory, lang_pair):
@@ -466,6 +482,9 @@ def report(directory, lang_pair):
     from miner.rundir import RunDir
     from miner.runlock import RunLock
 
+    root = RunDir(directory).root
+    if not root.is_dir():  # before the lock, which would create the folder
+        raise MinerError(f"{root}: " + ("not a directory" if root.exists() else "no such directory"))
     with RunLock(directory):
         r = build_report(directory, lang_pair)
     for pair, p in r["pairs"].items():

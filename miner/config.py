@@ -167,7 +167,9 @@ class Config:
             raise MinerError(f"{path}: {e}") from None
         # relative input paths are relative to the config file
         base = path.parent
-        cfg.inputs = [p if Path(p).is_absolute() else str(base / p) for p in cfg.inputs]
+        # (a non-string element is left for validate to name)
+        cfg.inputs = [p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p)
+                      for p in cfg.inputs]
         try:
             cfg.validate()
         except MinerError as e:

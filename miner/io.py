@@ -61,6 +61,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         # mkstemp creates 0600; finished outputs get the usual umask-based mode
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        # a full disk while writing names the file being written, not its temporary
+        if e.filename is None or str(e.filename) == str(tmp):
+            e.filename = str(path)
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

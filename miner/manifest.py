@@ -49,10 +49,37 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MinerError(f"{path}: not valid JSON ({e}); remove it to redo the run") from None
-    if not isinstance(data, dict):
-        raise MinerError(f"{path}: not a miner manifest; remove it to redo the run")
+    problem = _structure_problem(data)
+    if problem:
+        raise MinerError(f"{path}: not a miner manifest ({problem}); remove it to redo the run")
     data.setdefault("stages", {})
     return data
+
+
+def _structure_problem(data: Any) -> Optional[str]:
+    """What is wrong with the layout of a manifest (see the module docstring), or None."""
+    if not isinstance(data, dict):
+        return f"top level is {type(data).__name__}, not an object"
+    stages = data.get("stages", {})
+    if not isinstance(stages, dict):
+        return "stages is not an object"
+    for name, rec in stages.items():
+        if not isinstance(rec, dict):
+            return f"stage {name!r} is not an object"
+        tasks = rec.get("tasks", {})
+        if not isinstance(tasks, dict):
+            return f"tasks of stage {name!r} is not an object"
+        for key, task in (*tasks.items(), ("finish", rec.get("finish", {}))):
+            if not isinstance(task, dict):
+                return f"record {key!r} of stage {name!r} is not an object"
+            outputs = task.get("outputs", {})
+            if not isinstance(outputs, dict) or not all(isinstance(d, dict) for d in outputs.values()):
+                return f"outputs of {key!r} in stage {name!r} are not objects"
+            if not isinstance(task.get("counts", {}), dict):
+                return f"counts of {key!r} in stage {name!r} are not an object"
+        if not isinstance(rec.get("counts", {}), dict):
+            return f"counts of stage {name!r} are not an object"
+    return None
 
 
 def update_stage(out_dir: str | Path, stage: str, record: dict[str, Any]) -> dict[str, Any]:

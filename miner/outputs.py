@@ -53,6 +53,9 @@ from miner.storage import RemotePath, as_path, rmtree
 log = logging.getLogger(__name__)
 
 MAX_CARD_SOURCES = 20  # sources listed in the data card, most used first
+# rows per row group of bitext.parquet: fixed, so its bytes depend on the kept rows
+# only, never on the shard size, the scores parts or the filters' input batches
+ROW_GROUP_ROWS = BATCH_ROWS
 FILES = ("bitext.tsv.gz", "train.{src}", "train.{tgt}", "bitext.parquet", "README.md")
 
 
@@ -97,7 +100,7 @@ class PartFilter:
     Called with ``(index, path)``; returns ``{"index", "counts", "rows"}``: the
     stateless filters' ``counts`` and ``rows``, the survivors in order with every
     scores column, ``_batch`` (which input batch of ``batch_rows`` they came from, so
-    the outputs keep the row groups of a single pass) and the keys of the stateful
+    the outputs are written batch by batch as a single pass does) and the keys of the stateful
     filters (``_key{step}_{i}``, see ``FilterPipeline.stateful_keys``). ``rows`` is a
     ``pa.Table`` when ``parts_dir`` is None (in process), else the path of a Parquet
     file written atomically in ``parts_dir``; None when nothing survived.
@@ -287,6 +290,22 @@ def write_bitext_files(cfg: Config, run: RunDir, src_lang: str, tgt_lang: str, p
             tgt_f = stack.enter_context(atomic_open(paths["tgt"], "w", encoding="utf-8", newline="\n"))
             pq_tmp = stack.enter_context(atomic_path(paths["parquet"]))
             writer = stack.enter_context(pq.ParquetWriter(pq_tmp, BITEXT_SCHEMA, compression="zstd"))
+            buffered: list[pa.Table] = []  # kept rows not yet in a row group
+
+            def flush(final: bool = False) -> None:
+                """Row groups of exactly ROW_GROUP_ROWS rows (the last one: the rest),
+                each one contiguous table, whatever batches the rows came in."""
+                table = pa.concat_tables(buffered) if buffered else None
+                buffered.clear()
+                n = 0 if table is None else table.num_rows
+                start = 0
+                while n - start >= ROW_GROUP_ROWS or (final and n > start):
+                    size = min(ROW_GROUP_ROWS, n - start)
+                    writer.write_table(table.slice(start, size).combine_chunks(),
+                                       row_group_size=size)
+                    start += size
+                if start < n:
+                    buffered.append(table.slice(start))
 
             def write(kept: pd.DataFrame) -> None:
                 src_t, tgt_t = _clean(kept["src_text"]), _clean(kept["tgt_text"])
@@ -294,7 +313,9 @@ def write_bitext_files(cfg: Config, run: RunDir, src_lang: str, tgt_lang: str, p
                                for s, a, b in zip(kept["score"].tolist(), src_t, tgt_t))
                 src_f.writelines(f"{a}\n" for a in src_t)
                 tgt_f.writelines(f"{b}\n" for b in tgt_t)
-                writer.write_table(_to_arrow(kept))
+                buffered.append(_to_arrow(kept))
+                if sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS:
+                    flush()
                 sources.update(f"{src_lang}: {s}" for s in kept["src_source"].fillna("unknown"))
                 sources.update(f"{tgt_lang}: {s}" for s in kept["tgt_source"].fillna("unknown"))
 
@@ -313,13 +334,15 @@ def write_bitext_files(cfg: Config, run: RunDir, src_lang: str, tgt_lang: str, p
                 rows = rows.filter(pa.array(keep))
                 batch_of = rows.column(BATCH_COLUMN).to_numpy()
                 rows = rows.select(SCORE_SCHEMA.names)
-                # one write per input batch with kept rows, as a single pass does
+                # one write per input batch with kept rows (the row groups of
+                # bitext.parquet are cut by ``flush``, not by these batches)
                 cuts = [0, *(np.flatnonzero(np.diff(batch_of)) + 1).tolist(), len(batch_of)]
                 for lo, hi in zip(cuts[:-1], cuts[1:]):
                     write(rows.slice(lo, hi - lo).to_pandas())
 
             task = PartFilter(cfg, src_lang, tgt_lang, None, BATCH_ROWS, identifier)
             _filter_parts(executor, task, parts, parts_dir, take, f"bitext {src_lang}-{tgt_lang}")
+            flush(final=True)
             if pipeline.counts["kept"] == 0:
                 writer.write_table(_to_arrow(pd.DataFrame()))  # an empty file keeps the schema
     finally:

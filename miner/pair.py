@@ -1,7 +1,8 @@
 """``mine pair``: two one-sentence-per-line files into ``score<TAB>src<TAB>tgt``.
 
 A thin case of the staged pipeline: the lines (unified: a repeated line counts once)
-become sentence shards directly, with no splitting, length or language filtering,
+become sentence shards directly (cleaned as prepare cleans sentences: NFC, no NUL,
+control or zero-width characters), with no splitting, length or language filtering,
 then the same ``embed``, ``knn`` and ``score`` stages as ``mine run`` produce the
 candidates, which are written best first. With ``--work DIR`` the stage outputs are
 kept there and a rerun resumes; otherwise they live in a temporary directory.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -38,18 +40,21 @@ def file_rows(path: str | Path) -> Iterator[tuple[str, str]]:
         yield str(lineno), line
 
 
-def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, source: str) -> int:
+def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, source: str,
+                          punctuation: bool = False) -> int:
     """The unique non-blank texts of ``rows`` ((doc_id, text), in order) as
-    ``out_dir/sentences/{lang}`` shards, ids ``sentence_hash(text)``, the first
-    occurrence's doc_id kept; returns how many. ``source``: the ``source`` column and
-    the name in errors."""
+    ``out_dir/sentences/{lang}`` shards, cleaned as prepare cleans sentences
+    (``normalize_text``: NFC, no control or zero-width characters, single spaces;
+    ``punctuation``: Moses punctuation rules too), ids ``sentence_hash(text)``, the
+    first occurrence's doc_id kept; returns how many. ``source``: the ``source``
+    column and the name in errors."""
     from miner.formats.sentences import SCHEMA, ShardWriter
-    from miner.sentences import sentence_hash
+    from miner.sentences import normalize_text, sentence_hash
 
     seen: set[int] = set()
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
     for doc_id, line in rows:
-        text = line.strip()
+        text = normalize_text(line, punctuation)  # as prepare does: NFC, no controls
         if not text:
             continue
         h = sentence_hash(text)
@@ -67,9 +72,12 @@ def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, sourc
     return len(seen)
 
 
-def write_line_shards(path: str | Path, lang: str, out_dir, shard_size: int) -> int:
-    """Unique non-blank lines of ``path`` as ``out_dir/sentences/{lang}`` shards, in order."""
-    return write_sentence_shards(file_rows(path), lang, out_dir, shard_size, str(path))
+def write_line_shards(path: str | Path, lang: str, out_dir, shard_size: int,
+                      punctuation: bool = False) -> int:
+    """Unique non-blank lines of ``path`` as ``out_dir/sentences/{lang}`` shards, in
+    order, cleaned as ``write_sentence_shards`` says."""
+    return write_sentence_shards(file_rows(path), lang, out_dir, shard_size, str(path),
+                                 punctuation)
 
 
 def mine_sentences(src_rows: Rows, tgt_rows: Rows, src_lang: str, tgt_lang: str,
@@ -92,7 +100,8 @@ def mine_sentences(src_rows: Rows, tgt_rows: Rows, src_lang: str, tgt_lang: str,
     from miner.score import run_score
 
     for rows, lang, source in ((src_rows, src_lang, sources[0]), (tgt_rows, tgt_lang, sources[1])):
-        n = write_sentence_shards(rows, lang, work_dir, cfg.shard_size, source)
+        n = write_sentence_shards(rows, lang, work_dir, cfg.shard_size, source,
+                                  cfg.prepare.normalize_punctuation)
         log.info("%s: %d unique sentences", source or lang, n)
     with contextlib.ExitStack() as stack:
         if executor is None:
@@ -125,7 +134,12 @@ def mine_files(src_path: str | Path, tgt_path: str | Path, src_lang: str, tgt_la
 def work_directory(work: str | Path | None):
     """``work`` itself (kept, so reruns resume) or a temporary directory."""
     if work:
-        Path(work).mkdir(parents=True, exist_ok=True)
+        if Path(work).exists() and not Path(work).is_dir():
+            raise MinerError(f"{work}: not a directory (--work)")
+        try:
+            Path(work).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MinerError(f"{work}: cannot create the work folder ({e.strerror or e})") from None
         yield Path(work)
     else:
         with tempfile.TemporaryDirectory(prefix="mine-pair-") as tmp:
@@ -147,6 +161,20 @@ def format_pairs(table: pa.Table, n: int) -> list[str]:
     return [f"{score:.4f}  {s}\n        {t}" for score, s, t in
             zip(head["score"].to_pylist(), head["src_text"].to_pylist(),
                 head["tgt_text"].to_pylist())]
+
+
+def check_output(output: str | Path, inputs: Iterable[str | Path]) -> None:
+    """Refuse an output that is one of the inputs (the same file once paths are
+    resolved, or a hard link to it) or a directory, before anything is written."""
+    out = Path(output)
+    if out.is_dir():
+        raise MinerError(f"{out}: is a directory; -o names the output file")
+    for path in map(Path, inputs):
+        same = out.resolve() == path.resolve()
+        if not same and out.exists() and path.exists():
+            same = os.path.samefile(out, path)
+        if same:
+            raise MinerError(f"{out}: is the input {path}; write the pairs to another file")
 
 
 def check_langs(src_lang: str, tgt_lang: str) -> None:

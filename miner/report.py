@@ -61,6 +61,14 @@ def _finite(x: np.ndarray) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
+def _number(value) -> Optional[float]:
+    """``value`` as a finite float, or None (not a number, NaN, infinite)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
 def _log_ratio(src, tgt) -> np.ndarray:
     s = pc.utf8_length(src).to_numpy(zero_copy_only=False).astype(np.float64)
     t = pc.utf8_length(tgt).to_numpy(zero_copy_only=False).astype(np.float64)
@@ -113,8 +121,13 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     cand_scores, cand_ratio = _candidate_arrays(out_dir, src, tgt)
     stage = manifest["stages"].get(f"bitext/{pair}", {})
     details = stage.get("finish", {}).get("data") or {}
-    threshold = details.get("threshold")
+    details = details if isinstance(details, dict) else {}
+    # marks only for values a plot can draw (a hand-edited or odd record has none)
+    threshold = _number(details.get("threshold"))
     bounds = details.get("length_ratio_bounds")
+    if not (isinstance(bounds, list) and len(bounds) == 2
+            and all(_number(b) is not None and b > 0 for b in bounds)):
+        bounds = None
 
     plots = {}
     score_marks = {f"threshold {threshold:g}": threshold} if threshold is not None else {}

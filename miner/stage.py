@@ -261,9 +261,18 @@ class Runner:
     def __enter__(self) -> "Runner":
         from miner.runlock import RunLock, cleanup_temp
 
-        self.run_dir.root.mkdir(parents=True, exist_ok=True)
-        self._lock = RunLock(self.run_dir.root)
-        self._lock.__enter__()
+        root = self.run_dir.root
+        # the folder itself: a file in its place, a read-only or full disk is one line
+        if root.exists() and not root.is_dir():
+            raise MinerError(f"{root}: not a directory (the run folder, --out)")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._lock = RunLock(root)
+            self._lock.__enter__()
+        except OSError as e:
+            self._lock = None
+            raise MinerError(f"{e.filename or root}: cannot write the run folder "
+                             f"({e.strerror or e})") from None
         try:
             cleanup_temp(self.run_dir.root)
             _cleanup_temp_dirs(self.run_dir)

@@ -94,7 +94,7 @@ def test_neighbours_and_bitext_do_not_depend_on_shard_size(reference, tmp_path, 
     for direction in ("fwd", "bwd"):
         for a, b in zip(neighbours(ref, "de-en", direction), neighbours(out, "de-en", direction)):
             assert a.tobytes() == b.tobytes()
-    for name in ("bitext.tsv.gz", "train.de", "train.en"):
+    for name in ("bitext.tsv.gz", "train.de", "train.en", "bitext.parquet"):
         assert filecmp.cmp(ref / "bitext" / "de-en" / name, out / "bitext" / "de-en" / name,
                            shallow=False), name
 

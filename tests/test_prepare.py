@@ -144,8 +144,16 @@ def _corrupt_bz2(path):
     path.write_bytes(data[:40] + b"\x00" * 200 + data[240:])
 
 
+def _truncated_zst(path):
+    import zstandard
+
+    data = zstandard.ZstdCompressor().compress(b"A sentence of a compressed file.\n" * 3000)
+    path.write_bytes(data[: len(data) // 2])
+
+
 @pytest.mark.parametrize("name, make, message", [
     ("dump.xml.bz2", _corrupt_bz2, "corrupt"),
+    ("cut.txt.zst", _truncated_zst, "truncated zstd"),
     ("broken.txt", lambda p: p.write_bytes(b"ok line\n\xc3\x28 broken\n"), "not valid UTF-8"),
     ("empty.txt", lambda p: p.write_bytes(b""), "file is empty"),
     ("long.txt", lambda p: p.write_bytes(b"a" * (10 << 20) + b"\n"), "line longer than"),
@@ -159,6 +167,23 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, name, make, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith("mine: error: ") and name in lines[0] and message in lines[0]
+
+
+@pytest.mark.parametrize("name, content, fmt, message", [
+    ("docs.jsonl", b'{"text": "A document of a JSON-lines file."}\n', "wet", "not a WARC/WET file"),
+    ("ints.parquet", None, "auto", "column 'text' holds int64, not text"),
+])
+def test_cli_format_that_does_not_fit_is_one_line_and_exit_2(tmp_path, name, content, fmt, message):
+    path = tmp_path / name
+    if content is None:
+        pq.write_table(pa.table({"text": [1, 2, 3]}), path)
+    else:
+        path.write_bytes(content)
+    result = run_cli(path, "--lang", "en", "--out", tmp_path / "out", "--workers", "1", "--format", fmt)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert lines[0].startswith(f"mine: error: {path}: ") and message in lines[0]
 
 
 def test_cli_unknown_language_has_no_traceback(tmp_path, inputs):

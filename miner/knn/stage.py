@@ -82,6 +82,27 @@ class _Side:
     digests: list
 
 
+def no_sentences(ctx, lang: str, pair: str) -> str:
+    """The line for a language of ``pair`` left with no sentence: why, from prepare's
+    counts (no document in the language, all too short or too long, wrong language)."""
+    where = ctx.run.sentences(lang)
+    rec = ctx.manifest.stage("prepare") or {}
+    c = rec.get("counts", {}).get(lang) if isinstance(rec.get("counts"), dict) else None
+    p = ctx.cfg.prepare
+    if not isinstance(c, dict):
+        why = "no sentences were prepared for it"
+    elif not c.get("documents"):
+        why = "no input document is in this language (check the inputs and --pair)"
+    else:
+        reasons = [f"{c.get('too_short', 0)} shorter than min_chars {p.min_chars}",
+                   f"{c.get('too_long', 0)} longer than max_chars {p.max_chars}",
+                   f"{c.get('wrong_language', 0)} in another language",
+                   f"{c.get('duplicate', 0)} duplicate"]
+        why = (f"prepare kept none of {c.get('sentences', 0)} sentences in "
+               f"{c['documents']} documents: {', '.join(reasons)}")
+    return f"{lang}: no sentences to mine {pair} in {where} ({why})"
+
+
 class KnnStage(Stage):
     """``embeddings/{src}``, ``embeddings/{tgt}`` -> ``knn/{src}-{tgt}/{fwd,bwd}``."""
 
@@ -99,6 +120,8 @@ class KnnStage(Stage):
             metas[lang] = check_consistent(paths)
             self.sides[lang] = _Side(paths, [num_rows(p) for p in paths],
                                      [ctx.digest(p) for p in paths])
+            if not sum(self.sides[lang].rows):
+                raise MinerError(no_sentences(ctx, lang, f"{self.src}-{self.tgt}"))
         ms, mt = metas[self.src], metas[self.tgt]
         if (ms.encoder, ms.dim) != (mt.encoder, mt.dim):
             raise MinerError(f"{self.src} embeddings are {ms.encoder} (dim {ms.dim}) but {self.tgt} "
