@@ -83,23 +83,27 @@ def read_split(directory: str | Path, pair: str, split: str) -> BuccSplit:
                      [i for i, _ in tgt], [s.strip() for _, s in tgt], gold)
 
 
-def ids_by_hash(ids: list[str], texts: list[str]) -> dict[int, list[str]]:
-    """The ids carrying each text, keyed by the text's sentence id (``sentence_hash``)."""
-    from miner.sentences import sentence_hash
+def ids_by_hash(ids: list[str], texts: list[str], punctuation: bool = False
+                ) -> dict[int, list[str]]:
+    """The ids carrying each text, keyed by the sentence id its sentence shard row has:
+    ``sentence_hash`` of the text cleaned as ``miner.pair.write_sentence_shards``
+    cleans it (``normalize_text``)."""
+    from miner.sentences import normalize_text, sentence_hash
 
     out: dict[int, list[str]] = {}
     for i, text in zip(ids, texts):
-        out.setdefault(sentence_hash(text), []).append(i)
+        out.setdefault(sentence_hash(normalize_text(text, punctuation)), []).append(i)
     return out
 
 
-def candidate_scores_by_id(split: BuccSplit, src_id, tgt_id, score
+def candidate_scores_by_id(split: BuccSplit, src_id, tgt_id, score, punctuation: bool = False
                            ) -> dict[tuple[str, str], float]:
     """Candidates mined between unique sentences (their sentence ids, as in the
     score stage's ``src_id`` and ``tgt_id`` columns, and scores), expanded to every
-    pair of BUCC ids carrying those texts, as LASER's bucc.py does."""
-    src_by_hash = ids_by_hash(split.src_ids, split.src_texts)
-    tgt_by_hash = ids_by_hash(split.tgt_ids, split.tgt_texts)
+    pair of BUCC ids carrying those texts, as LASER's bucc.py does. ``punctuation``:
+    the ``normalize_punctuation`` setting the shards were written with."""
+    src_by_hash = ids_by_hash(split.src_ids, split.src_texts, punctuation)
+    tgt_by_hash = ids_by_hash(split.tgt_ids, split.tgt_texts, punctuation)
     out: dict[tuple[str, str], float] = {}
     for s, t, sc in zip(list(src_id), list(tgt_id), list(score)):
         for sid in src_by_hash[int(s)]:
@@ -198,7 +202,8 @@ def mine_split(split: BuccSplit, pair: str, cfg: Config, work_dir, filters: bool
     for t in tables:
         c2s.update(candidate_scores_by_id(split, t.column("src_id").to_pylist(),
                                           t.column("tgt_id").to_pylist(),
-                                          t.column("score").to_pylist()))
+                                          t.column("score").to_pylist(),
+                                          cfg.prepare.normalize_punctuation))
     return c2s, counts
 
 
