@@ -164,13 +164,18 @@ def eval_group():
 @click.option("--filters", is_flag=True,
               help="Apply the bitext filters (all but the threshold, which is tuned) as "
                    "`mine run` does, before tuning and scoring.")
+@click.option("--learn", type=click.Path(dir_okay=False),
+              help="Fit a scorer on the tune split's candidates, write it to this JSON "
+                   "file and score the test split with it.")
+@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
+                                "or `default` (shipped, for muse) [none: the margin].")
 @click.option("--output-pairs", type=click.Path(dir_okay=False),
               help="Write the test split's extracted pairs (src-id<TAB>tgt-id).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the result as JSON.")
 @_mining_options
 @user_errors
-def bucc(directory, lang_pair, tune_split, test_split, select, filters, output_pairs,
+def bucc(directory, lang_pair, tune_split, test_split, select, filters, learn, output_pairs,
          json_file, config_file, **flags):
     """BUCC 2018-style mining evaluation on DIRECTORY, mined by the stages of `mine run`."""
     from miner.evaluate.bucc import evaluate_bucc
@@ -178,7 +183,7 @@ def bucc(directory, lang_pair, tune_split, test_split, select, filters, output_p
 
     cfg = build_config(config_file, **flags)
     r = evaluate_bucc(directory, lang_pair, None, tune_split, test_split, cfg=cfg,
-                      select=select, filters=filters)
+                      select=select, filters=filters, learn=learn)
     if r.filter_counts is not None:
         c = r.filter_counts
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
@@ -188,7 +193,10 @@ def bucc(directory, lang_pair, tune_split, test_split, select, filters, output_p
         for row in r.selection:
             click.echo(f"  tune {row['margin']:>8} k={row['k']:<2} F1={100 * row['tune_f1']:.2f}")
     click.echo(f"{r.pair}: margin={r.margin} k={r.k} threshold={r.threshold:.5f} "
-               f"(tune {r.tune_split} F1={100 * r.tune_f1:.2f})")
+               f"(tune {r.tune_split} F1={100 * r.tune_f1:.2f})"
+               + (f" scorer={r.scorer}" if r.scorer else ""))
+    if learn:
+        click.echo(f"scorer written to {learn}")
     if r.f1 is not None:
         click.echo(f"{r.pair} {r.test_split}: precision={100 * r.precision:.2f} "
                    f"recall={100 * r.recall:.2f} F1={100 * r.f1:.2f} "
@@ -271,6 +279,11 @@ def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[s
 @click.option("--lid-threshold", "lid_threshold_values", multiple=True,
               help="Minimum LID probability [0.5]; LANG=P sets one language's, e.g. de=0.7. Repeatable.")
 @click.option("--no-lid", is_flag=True, default=None, help="Skip language ID (one --lang only).")
+@click.option("--short-lid-chars", type=int, default=None,
+              help="Sentences shorter than this stay in their document's language unless "
+                   "LID is very sure [40; 0: off].")
+@click.option("--short-lid-threshold", type=float, default=None,
+              help="LID probability a short sentence needs to leave its document's language [0.95].")
 @click.option("--workers", type=int, default=None, help="Inputs processed in parallel [cores].")
 @click.option("--chunk-size", default=None,
               help="Split bigger uncompressed text/JSONL and Parquet inputs into tasks of this size [256M].")
@@ -359,6 +372,8 @@ def knn(directory, lang_pairs, config_file, **flags):
 @click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
 @click.option("--shard-size", type=int, help="Rows per output part.")
+@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
+                                "or `default` (shipped, for muse) [none: the margin].")
 @_executor_options
 @user_errors
 def score(directory, lang_pairs, config_file, **flags):
@@ -384,6 +399,8 @@ def score(directory, lang_pairs, config_file, **flags):
 @click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
 @click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
 @click.option("--threshold", type=float, help="Margin threshold for the bitext.")
+@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
+                                "or `default` (shipped, for muse) [none: the margin].")
 @click.option("--index", type=click.Choice(INDEX_KINDS), help="[flat]")
 @click.option("--knn-backend", type=click.Choice(KNN_BACKENDS))
 @click.option("--max-memory", help="Memory budget of kNN blocks, e.g. 8G.")
@@ -429,6 +446,8 @@ def run(inputs, config_file, pairs, show, **flags):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
 @click.option("--threshold", type=float,
               help="Keep pairs scoring at least this [1.30 for muse+ratio, else none].")
+@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
+                                "or `default` (shipped, for muse) [none: the margin].")
 @click.option("--length-ratio/--no-length-ratio", default=None,
               help="Character length ratio filter [on].")
 @click.option("--min-length-ratio", type=float, help="Lowest len(src)/len(tgt) [0.5; zh/ja/th wider].")
@@ -443,6 +462,11 @@ def run(inputs, config_file, pairs, show, **flags):
               help="Numbers must match exactly as multisets (default: lenient).")
 @click.option("--drop-junk/--keep-junk", default=None,
               help="Drop pairs with a side of only URLs, e-mails, punctuation, numbers [drop].")
+@click.option("--drop-boilerplate/--keep-boilerplate", default=None,
+              help="Drop pairs with a side that is mostly URLs, has too few letters, "
+                   "repeats itself, or holds markup or menus [drop].")
+@click.option("--script-agreement/--no-script-agreement", default=None,
+              help="Drop pairs with a side not mostly in its language's scripts [on].")
 @click.option("--pair-dedup/--no-pair-dedup", default=None, help="Drop repeated pairs [on].")
 @click.option("--one-to-one/--no-one-to-one", default=None,
               help="Each sentence in at most one pair [off].")

@@ -69,6 +69,10 @@ class PrepareConfig:
     lid_threshold: float = 0.5
     lid_thresholds: dict[str, float] = field(default_factory=dict)  # per-language overrides
     no_lid: bool = False
+    # document prior: a sentence shorter than this (characters; 0: off) leaves its
+    # document's language only when LID gives another language at least short_lid_threshold
+    short_lid_chars: int = 40
+    short_lid_threshold: float = 0.95
     workers: int = 0  # 0: number of usable cores
     # inputs bigger than this are split into pieces prepared as separate tasks
     # (uncompressed text/JSONL by byte range, Parquet by row groups); same output
@@ -108,6 +112,9 @@ class ScoreConfig:
     margin: str = "ratio"  # ratio | distance | absolute
     retrieval: str = "max"  # max | intersect | fwd | bwd
     threshold: Optional[float] = None
+    # a learned scorer (miner.scorer): a JSON file from `mine eval bucc --learn`, or
+    # "default" (the one shipped for muse); None: the margin alone
+    scorer: Optional[str] = None
 
 
 @dataclass
@@ -125,6 +132,11 @@ class FilterConfig:
     strict_numbers: bool = False  # multisets of numbers must be equal (default: lenient)
     number_min_digits: int = 3  # lenient mode: only numbers this long can disagree
     drop_junk: bool = True
+    drop_boilerplate: bool = True  # URLs, too few letters, repetition, markup, menus
+    boilerplate_min_letter_share: float = 0.5  # of a side's non-space characters
+    boilerplate_max_url_share: float = 0.5  # URLs and e-mails, of the same
+    script_agreement: bool = True  # each side mostly in its language's scripts
+    script_min_share: float = 0.5  # of a side's letters (Han/kana/Hangul weigh 3)
     pair_dedup: bool = True
     one_to_one: bool = False
     max_pairs_per_doc: Optional[int] = None
@@ -252,6 +264,8 @@ class Config:
             except MinerError:
                 _bad("lid_thresholds", lang, "language codes like de or deu as keys")
             _probability(f"lid_thresholds[{lang}]", value)
+        _at_least("short_lid_chars", p.short_lid_chars, 0, "(0: no document prior)")
+        _probability("short_lid_threshold", p.short_lid_threshold)
         _at_least("workers", p.workers, 0, "(0: number of cores)")
         _size("chunk_size", p.chunk_size)
 
@@ -278,6 +292,15 @@ class Config:
         _choice("retrieval", s.retrieval, RETRIEVALS)
         if s.threshold is not None and not math.isfinite(s.threshold):
             _bad("threshold", s.threshold, "a finite number")
+        if s.scorer is not None:
+            from miner.scorer import load_scorer
+
+            scorer = load_scorer(s.scorer)  # one line when missing or malformed
+            scorer.check_encoder(e.encoder, e.model)
+            if (scorer.margin, scorer.k) != (s.margin, k.k):
+                _bad("scorer", s.scorer, f"a scorer fitted with this run's margin and k "
+                     f"({s.margin}, k={k.k}); it was fitted with {scorer.margin}, "
+                     f"k={scorer.k}: pass --margin {scorer.margin} -k {scorer.k}")
 
         f = self.filters
         for name in ("min_length_ratio", "max_length_ratio"):
@@ -291,6 +314,9 @@ class Config:
         _probability("lid_agreement_min_prob", f.lid_agreement_min_prob)
         _probability("lid_agreement_min_expected", f.lid_agreement_min_expected)
         _at_least("number_min_digits", f.number_min_digits, 1)
+        _probability("boilerplate_min_letter_share", f.boilerplate_min_letter_share)
+        _probability("boilerplate_max_url_share", f.boilerplate_max_url_share)
+        _probability("script_min_share", f.script_min_share)
         if f.max_pairs_per_doc is not None:
             _at_least("max_pairs_per_doc", f.max_pairs_per_doc, 1, "(or unset: no cap)")
         return self

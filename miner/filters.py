@@ -16,8 +16,8 @@ The pipeline runs them in this fixed order (cheap and stateless first, LID late
 because it is the slowest, the stateful ones last so that they only see pairs that
 survived everything else):
 
-    below_threshold, junk, copy, length_ratio, number_mismatch, lid_mismatch,
-    duplicate_pair, not_one_to_one, doc_pair_cap
+    below_threshold, junk, boilerplate, copy, length_ratio, script_mismatch,
+    number_mismatch, lid_mismatch, duplicate_pair, not_one_to_one, doc_pair_cap
 
 See ``docs/outputs.md`` for the defaults and why.
 """
@@ -35,10 +35,12 @@ import pandas as pd
 from miner.config import Config
 from miner.errors import MinerError
 from miner.lid import normalize_lang
+from miner.scripts import script_share
 from miner.sentences import sentence_hashes
 
-REASONS = ("below_threshold", "junk", "copy", "length_ratio", "number_mismatch",
-           "lid_mismatch", "duplicate_pair", "not_one_to_one", "doc_pair_cap")
+REASONS = ("below_threshold", "junk", "boilerplate", "copy", "length_ratio",
+           "script_mismatch", "number_mismatch", "lid_mismatch", "duplicate_pair",
+           "not_one_to_one", "doc_pair_cap")
 
 # Default threshold per (encoder, margin) when none is given. mUSE ratio-margin scores
 # that maximise F1 on BUCC training are 1.31-1.36 (zh..fr; docs/outputs.md);
@@ -92,34 +94,110 @@ def numbers(text: str) -> Counter:
     return out
 
 
+def _significant(number: str) -> str:
+    """A number without trailing zeros: "77000" and "77" (7.7万 ~ 77,000), "1500000"
+    and "15" (1.5 million ~ 1,500,000) are the same digits at another scale."""
+    return number.rstrip("0") or "0"
+
+
 def numbers_agree(src: str, tgt: str, strict: bool = False, min_digits: int = 3) -> bool:
     """Whether the numbers of two sides are consistent.
 
-    ``strict``: the multisets of numbers are equal. Otherwise (the default) a pair
-    disagrees only when both sides hold a number of at least ``min_digits`` digits
-    that the other side cannot account for; a number is accounted for by one of the
-    other side's numbers that contains it or that it contains as a substring:
-    "1970s" ~ "70er", "7.7万" ~ "77,000", "20世纪80年代" ~ "1980s", but "born in
-    1950" !~ "born in 1960". Shorter numbers differ in honest translations (units
-    "27 ºC" ~ "80s", clocks "20 h 30" ~ "8:30 p.m.", ordinals), so they only explain.
-    A side without numbers may spell them out and never disagrees.
+    Numbers are compared whole, after ``numbers`` has made their digits ASCII.
+    ``strict``: the multisets of numbers are equal. Otherwise (the default) a number
+    missing on one side is forgiven, a different number is not: the pair disagrees
+    when, after pairing off equal numbers, *both* sides keep a number of at least
+    ``min_digits`` digits ("born in 1950" !~ "born in 1960", "1260 dinars" !~ "1.79
+    florins to 1 USD"). Numbers equal up to trailing zeros are equal (a scale word
+    beside them: "7.7万" ~ "77,000", "1.5 million" ~ "1,500,000"). Shorter numbers
+    never disagree: they differ in honest translations (units "27 ºC" ~ "80 °F",
+    clocks "20 h 30" ~ "8:30 p.m.", decades "70er" ~ "1970s", ordinals). A side
+    without numbers may spell them out and never disagrees.
     """
     a, b = numbers(src), numbers(tgt)
     if strict:
         return a == b
     if not a or not b:
         return True
+    a, b = a - b, b - a  # numbers equal on both sides pair off
 
-    def unexplained(xs, ys) -> bool:
-        return any(len(x) >= min_digits and not any(x in y or y in x for y in ys) for x in xs)
+    def different(xs: Counter, ys: Counter) -> bool:
+        """Whether a long number of ``xs`` has no equal-up-to-scale one in ``ys``."""
+        scaled = Counter(_significant(y) for y in ys.elements())
+        for x in sorted(xs.elements(), key=len):
+            if scaled[_significant(x)]:
+                scaled[_significant(x)] -= 1
+            elif len(x) >= min_digits:
+                return True
+        return False
 
-    return not (unexplained(a, b) and unexplained(b, a))
+    return not (different(a, b) and different(b, a))
 
 
 def is_junk(text: str) -> bool:
     """True when a line is only URLs, e-mail addresses, punctuation, symbols or numbers."""
     rest = _URL.sub(" ", _EMAIL.sub(" ", text))
     return not any(unicodedata.category(ch).startswith("L") for ch in rest)
+
+
+# rules for boilerplate, in the spirit of OpusFilter (RepetitionFilter,
+# AlphabetRatioFilter) and bicleaner-hardrules (c_no_urls, c_no_literals,
+# c_no_breadcrumbs, c_no_escaped_unicode): neither library is a dependency (OpusFilter
+# pulls in ~14 packages incl. a 300 MB language detector; bicleaner-hardrules needs a
+# cyhunspell that does not install on Python 3.11), these few rules are all we use.
+# the same word (or run of up to 3 words) four times in a row: "Home Home Home Home"
+_REPEATED_WORDS = re.compile(r"(?:^|\s)((?:\S+\s+){0,2}?\S+)(?:\s+\1){3,}(?=\s|$)")
+# one punctuation or symbol character 5+ times: "!!!!!", "-----", "....."
+_REPEATED_CHAR = re.compile(r"([^\w\s])\1{4,}")
+# wiki/HTML/template leftovers, escapes, printf slots
+_MARKUP = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|\|-|</?[a-zA-Z][^<>]{0,40}>"
+                     r"|&(?:[a-zA-Z]{2,8}|#\d{2,5});|\\u[0-9a-fA-F]{4}|%[sd]\b|^\s*[=*#:;!|]"
+                     r"|\b(?:thumb|thumbnail|px|upright)\s*\||'{2,}")
+# breadcrumbs and menus: "a | b | c", "Home • News", "Home > News"; "»" only where
+# it is no closing quote (« ... » in French, Russian), "·" never (Chinese names)
+_SEPARATORS = re.compile(r"[|•►▶◄]|\s>\s")
+_GUILLEMET_MENU = re.compile(r"\s[»›]\s")
+# no sentence: starts with punctuation that continues or closes one (", where the"),
+# or is one bracketed aside ("（ラブコミュニティ）", "(See also ...)")
+_FRAGMENT = re.compile(r"^\s*(?:[,;:!?、。，．；：！？)\]}）】」』〕》〉]|\.(?!\.))"
+                       r"|^\s*[(\[（【][^()\[\]（）【】]*[)\]）】]\s*[.。]?\s*$")
+
+
+def boilerplate_reason(text: str, min_letter_share: float = 0.5,
+                       max_url_share: float = 0.5) -> Optional[str]:
+    """Why a line looks like boilerplate rather than a sentence, or None.
+
+    ``"urls"``: more than ``max_url_share`` of its non-space characters are URLs or
+    e-mail addresses; ``"few_letters"``: less than ``min_letter_share`` of them are
+    letters (tables, lists of numbers, codes); ``"repetition"``: a word or short run
+    of words four times in a row, or one punctuation character five times; ``"markup"``: wiki or
+    HTML markup, entities, escapes or template slots; ``"menu"``: two or more menu or
+    breadcrumb separators (``|``, ``•``, `` > ``, `` » `` where no ``«`` opens a quote);
+    ``"fragment"``: it starts with punctuation that continues or closes a sentence
+    (``, where the``) or is one bracketed aside (``（ラブコミュニティ）``).
+    """
+    chars = sum(1 for ch in text if not ch.isspace())
+    if not chars:
+        return None
+    urls = sum(len(m.group()) for m in _URL.finditer(text)) + sum(
+        len(m.group()) for m in _EMAIL.finditer(text))
+    if urls > max_url_share * chars:
+        return "urls"
+    letters = sum(1 for ch in text if ch.isalpha())
+    if letters < min_letter_share * chars:
+        return "few_letters"
+    if _REPEATED_WORDS.search(text) or _REPEATED_CHAR.search(text):
+        return "repetition"
+    if _MARKUP.search(text):
+        return "markup"
+    if _FRAGMENT.search(text):
+        return "fragment"
+    separators = len(_SEPARATORS.findall(text))
+    if "«" not in text and "‹" not in text:
+        separators += len(_GUILLEMET_MENU.findall(text))
+    if separators >= 2:
+        return "menu"
+    return None
 
 
 def length_bounds(src_lang: str, tgt_lang: str, min_ratio: Optional[float] = None,
@@ -169,6 +247,49 @@ class Junk:
 
     def keep(self, df: pd.DataFrame) -> np.ndarray:
         return np.array([not (is_junk(s) or is_junk(t))
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class Boilerplate:
+    """Drop pairs where either side looks like boilerplate (``boilerplate_reason``):
+    mostly URLs, too few letters, repetition, markup, menus."""
+
+    name = "boilerplate"
+
+    def __init__(self, min_letter_share: float = 0.5, max_url_share: float = 0.5):
+        self.min_letter_share, self.max_url_share = min_letter_share, max_url_share
+
+    def noisy(self, text: str) -> bool:
+        return boilerplate_reason(text, self.min_letter_share, self.max_url_share) is not None
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([not (self.noisy(s) or self.noisy(t))
+                         for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
+                        dtype=bool)
+
+
+class ScriptMismatch:
+    """Drop pairs where a side is not mostly written in the scripts of its language.
+
+    ``miner.scripts``: a side keeps at least ``min_share`` of its letters (Han, kana
+    and Hangul weigh three) in its language's scripts, e.g. "Cambridge, UK." is no
+    Japanese side. Digits, punctuation and Common-script letters do not count; a
+    language without a script entry, or a side without letters, is not judged.
+    """
+
+    name = "script_mismatch"
+
+    def __init__(self, src_lang: str, tgt_lang: str, min_share: float = 0.5):
+        self.src_lang, self.tgt_lang = normalize_lang(src_lang), normalize_lang(tgt_lang)
+        self.min_share = min_share
+
+    def fits(self, text: str, lang: str) -> bool:
+        share = script_share(text, lang)
+        return share is None or share >= self.min_share
+
+    def keep(self, df: pd.DataFrame) -> np.ndarray:
+        return np.array([self.fits(s, self.src_lang) and self.fits(t, self.tgt_lang)
                          for s, t in zip(_texts(df, "src_text"), _texts(df, "tgt_text"))],
                         dtype=bool)
 
@@ -363,6 +484,10 @@ def default_threshold(cfg: Config) -> Optional[float]:
     """``score.threshold`` if set, else the default for the encoder and margin, or None."""
     if cfg.score.threshold is not None:
         return cfg.score.threshold
+    if cfg.score.scorer:  # a learned scorer's scores: its own threshold
+        from miner.scorer import load_scorer
+
+        return load_scorer(cfg.score.scorer).threshold
     return DEFAULT_THRESHOLDS.get((cfg.embed.encoder, cfg.score.margin))
 
 
@@ -394,11 +519,15 @@ class FilterPipeline:
                 steps.append(Threshold(th))
         if f.drop_junk:
             steps.append(Junk())
+        if f.drop_boilerplate:
+            steps.append(Boilerplate(f.boilerplate_min_letter_share, f.boilerplate_max_url_share))
         if f.drop_copies:
             steps.append(Copy())
         if f.length_ratio:
             steps.append(LengthRatio(*length_bounds(src_lang, tgt_lang, f.min_length_ratio,
                                                     f.max_length_ratio)))
+        if f.script_agreement:
+            steps.append(ScriptMismatch(src_lang, tgt_lang, f.script_min_share))
         if f.number_mismatch:
             steps.append(NumberMismatch(f.strict_numbers, f.number_min_digits))
         if f.lid_agreement:

@@ -206,12 +206,16 @@ class BitextStage(Stage):
     def finish_fingerprint(self, ctx):
         import dataclasses
 
+        from miner.scorer import load_scorer
+
         c = self.cfg
         return {"filters": dataclasses.asdict(c.filters), "threshold": c.score.threshold,
                 # the default threshold and the data card depend on these
                 "embed": [c.embed.encoder, c.embed.model], "score": dataclasses.asdict(c.score),
                 "k": c.knn.k, "lid_model": c.prepare.lid_model,
                 "identifier": None if self.identifier is None else repr(self.identifier),
+                **({"scorer_digest": load_scorer(c.score.scorer).digest} if c.score.scorer
+                   else {}),
                 "scores": [ctx.digest(p) for p in self.parts]}
 
     def finish(self, ctx, records) -> Result:
@@ -357,6 +361,7 @@ def write_bitext_files(cfg: Config, run: RunDir, src_lang: str, tgt_lang: str, p
     log.info("%s-%s: kept %d of %d candidates", src_lang, tgt_lang, counts["kept"],
              counts["candidates"])
     return counts, {"threshold": threshold, "length_ratio_bounds": bounds,
+                    **({"scorer": cfg.score.scorer} if cfg.score.scorer else {}),
                     "filters": [s.name for s in pipeline.steps]}
 
 
@@ -372,6 +377,8 @@ def data_card(cfg: Config, src: str, tgt: str, counts: dict, threshold: Optional
         src_lines += (f"\n- ... and {len(top) - MAX_CARD_SOURCES} more sources "
                       f"(column src_source / tgt_source of bitext.parquet)")
     th = f"{threshold:g}" if threshold is not None else "none (every candidate scored)"
+    scorer = "" if not cfg.score.scorer else \
+        f"- Scores: logits of the learned scorer `{cfg.score.scorer}` (miner.scorer)\n"
     ratio = f"{bounds[0]:g}-{bounds[1]:g}" if bounds else "off"
     return f"""# Mined bitext {src}-{tgt}
 
@@ -381,7 +388,7 @@ Artetxe & Schwenk 2019), then filtered.
 - Languages: `{src}` (source) and `{tgt}` (target)
 - Pairs: {counts["kept"]} kept of {counts["candidates"]} scored candidates
 - Encoder: {encoder}; margin: {cfg.score.margin}, k={cfg.knn.k}, retrieval: {cfg.score.retrieval}
-- Score threshold: {th}
+{scorer}- Score threshold: {th}
 - Length ratio {src}/{tgt} in characters: {ratio}
 
 ## Files

@@ -298,7 +298,14 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
                     lang, prob = doc_lang, None
                 else:
                     lang, prob = lid.predict(text)
-                    if lang not in thresholds or prob < thresholds[lang]:
+                    # document prior: a short line leaves its document's language
+                    # only when LID is very sure of another one
+                    if (lang != doc_lang and len(text) < p.short_lid_chars
+                            and prob < p.short_lid_threshold):
+                        lang, prob = document_prior(text, doc_lang, lid)
+                    elif lang not in thresholds or prob < thresholds[lang]:
+                        lang = None
+                    if lang is None:
                         c["wrong_language"] += 1
                         continue
                 writers[lang].add(sentence_hash(text), text, lang, prob, str(path), doc.doc_id,
@@ -323,6 +330,21 @@ def document_language(text: str, langs: list[str], lid) -> str:
         if lang in langs:
             return lang
     return langs[0]
+
+
+def document_prior(text: str, doc_lang: str, lid) -> tuple[Optional[str], float]:
+    """The language of a short line that LID puts in another language than its
+    document's, but not very surely (``short_lid_chars``, ``short_lid_threshold``):
+    the document's,
+    with LID's probability for it, when the line is written in that language's scripts
+    (``miner.scripts``: a short all-kanji Japanese line that LID calls Chinese stays
+    Japanese); otherwise None, dropped as wrong language ("Cambridge, UK." in a
+    Japanese article goes neither to Japanese nor to English)."""
+    from miner.scripts import in_scripts_of
+
+    if not in_scripts_of(text, doc_lang):
+        return None, 0.0
+    return doc_lang, dict(lid.predict_top(text, 10)).get(doc_lang, 0.0)
 
 
 # -- step 2: global dedup and final shards ---------------------------------------------

@@ -151,6 +151,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     return {
         "pair": pair,
         "threshold": threshold,
+        "scorer": details.get("scorer") if isinstance(details.get("scorer"), str) else None,
         "length_ratio_bounds": bounds,
         "counts": stage.get("counts", {"candidates": len(cand_scores), "kept": len(kept_scores),
                                        "dropped": {}}),
@@ -286,7 +287,9 @@ def render_html(report: dict, out_dir: Path) -> str:
         c = r["counts"]
         th = "none" if r["threshold"] is None else f"{r['threshold']:g}"
         parts += [f'<h2 id="{e(pair)}">{e(pair)}</h2>',
-                  f"<p>threshold: {e(th)}; length ratio bounds: "
+                  f"<p>threshold: {e(th)}; "
+                  + (f"scorer: {e(r['scorer'])}; " if r.get("scorer") else "")
+                  + "length ratio bounds: "
                   f"{e(str(r['length_ratio_bounds']) if r['length_ratio_bounds'] else 'off')}</p>",
                   "<table><tr><th>step</th><th>pairs</th></tr>",
                   f'<tr><td>candidates</td><td class="n">{c.get("candidates", 0)}</td></tr>']

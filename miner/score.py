@@ -292,11 +292,17 @@ class ScoreStage(Stage):
         self.sentences = {lang: sentence_shards(ctx, lang) for lang in (self.src, self.tgt)}
 
     def finish_fingerprint(self, ctx):
-        return {"margin": self.cfg.score.margin, "retrieval": self.cfg.score.retrieval,
-                "rows_per_part": self.cfg.shard_size,
-                "knn": {d: [ctx.digest(p) for p in ps] for d, ps in self.knn.items()},
-                "sentences": {lang: [ctx.digest(p) for p in ps]
-                              for lang, ps in self.sentences.items()}}
+        fp = {"margin": self.cfg.score.margin, "retrieval": self.cfg.score.retrieval,
+              "rows_per_part": self.cfg.shard_size,
+              "knn": {d: [ctx.digest(p) for p in ps] for d, ps in self.knn.items()},
+              "sentences": {lang: [ctx.digest(p) for p in ps]
+                            for lang, ps in self.sentences.items()}}
+        if self.cfg.score.scorer:  # only then: runs without one stay current
+            from miner.scorer import load_scorer
+
+            fp["scorer"] = load_scorer(self.cfg.score.scorer).digest
+            fp["lid_model"] = self.cfg.prepare.lid_model
+        return fp
 
     def finish(self, ctx, records) -> Result:
         files, counts = score_pair(self.cfg, ctx.run, self.src, self.tgt, self.knn,
@@ -323,6 +329,32 @@ def score_pair(cfg: Config, run: RunDir, src: str, tgt: str, knn: dict, sentence
     pair = f"{src}-{tgt}"
     margin, retrieval = cfg.score.margin, cfg.score.retrieval
 
+    src_ids, src_mean, tgt_ids, tgt_mean, bests = direction_bests(margin, knn, executor, pair)
+    # 3. the retrieval over both directions, best first (by the margin, or by a
+    # learned scorer over the pooled best pairs: miner.scorer)
+    if cfg.score.scorer:
+        from miner.scorer import learned_retrieval, load_scorer
+
+        scorer = load_scorer(cfg.score.scorer)
+        pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids, tgt_ids,
+                                sentences)
+        cands = learned_retrieval(scorer, pool, x, retrieval)
+    else:
+        cands = combine(*bests, retrieval)
+    # 4. texts and provenance, then the parts
+    files = write_candidates(executor, run, src, tgt, cands, src_ids, tgt_ids, sentences,
+                             cfg.shard_size, desc=f"score {pair}")
+    counts = {"sources": int(len(src_ids)), "targets": int(len(tgt_ids)),
+              "candidates": int(len(cands)),
+              **{f"direction_{n}": int((cands.direction == c).sum())
+                 for c, n in DIRECTION_NAMES.items()}}
+    log.info("score %s: %d candidates", pair, len(cands))
+    return files, counts
+
+
+def direction_bests(margin: str, knn: dict, executor, pair: str = ""):
+    """Steps 1 and 2 of the stage: both sides' ids and neighbourhood means, and each
+    direction's best candidates ``(fwd_best, fwd_score, bwd_best, bwd_score)``."""
     # 1. global pass: the neighbourhood means of the whole corpus
     sides = {}
     for direction in DIRECTIONS:
@@ -343,19 +375,69 @@ def score_pair(cfg: Config, run: RunDir, src: str, tgt: str, knn: dict, sentence
     def cat(results, i, dtype):
         return np.concatenate([r[i] for r in results]) if results else np.zeros(0, dtype)
 
-    # 3. the retrieval over both directions, best first
-    cands = combine(cat(best[:nf], 0, np.int64), cat(best[:nf], 1, np.float64),
-                    cat(best[nf:], 0, np.int64), cat(best[nf:], 1, np.float64), retrieval)
-    del best
-    # 4. texts and provenance, then the parts
-    files = write_candidates(executor, run, src, tgt, cands, src_ids, tgt_ids, sentences,
-                             cfg.shard_size, desc=f"score {pair}")
-    counts = {"sources": int(len(src_ids)), "targets": int(len(tgt_ids)),
-              "candidates": int(len(cands)),
-              **{f"direction_{n}": int((cands.direction == c).sum())
-                 for c, n in DIRECTION_NAMES.items()}}
-    log.info("score %s: %d candidates", pair, len(cands))
-    return files, counts
+    bests = (cat(best[:nf], 0, np.int64), cat(best[:nf], 1, np.float64),
+             cat(best[nf:], 0, np.int64), cat(best[nf:], 1, np.float64))
+    return src_ids, src_mean, tgt_ids, tgt_mean, bests
+
+
+def run_pool_features(cfg: Config, work_dir, src: str, tgt: str):
+    """The pooled candidates of a run folder whose knn stage ran, their features and
+    both sides' sentence ids: what ``mine eval bucc --learn`` fits a scorer on."""
+    run = RunDir(work_dir)
+    knn = {d: RunDir.shards(run.knn(src, tgt, d)) for d in DIRECTIONS}
+    sentences = {lang: RunDir.shards(run.sentences(lang)) for lang in (src, tgt)}
+    src_ids, src_mean, tgt_ids, tgt_mean, bests = direction_bests(
+        cfg.score.margin, knn, LocalExecutor(1), f"{src}-{tgt}")
+    pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids, tgt_ids,
+                            sentences)
+    return pool, x, src_ids, tgt_ids
+
+
+def candidate_texts(shards: list, ids: np.ndarray, rows: np.ndarray
+                    ) -> tuple[pa.Array, np.ndarray]:
+    """Text (p,) and LID probability (p,) of the sentences at ``rows`` of ``ids`` (the
+    neighbour files' order), read from the sentence shards."""
+    shards, shard_of, local = _sentence_rows(shards, ids, rows)
+    order = np.argsort(shard_of, kind="stable")
+    bounds = np.searchsorted(shard_of[order], np.arange(len(shards) + 1))
+    tables = []
+    for i, path in enumerate(shards):
+        take = local[order[bounds[i]:bounds[i + 1]]]
+        if len(take):
+            tables.append(_read_columns(path, ["text", "lid_prob"]).take(pa.array(take)))
+    if not tables:
+        return pa.array([], pa.large_string()), np.zeros(0)
+    t = pa.concat_tables(tables)
+    back = np.empty(len(order), np.int64)
+    back[order] = np.arange(len(order))
+    t = t.take(pa.array(back))
+    return (t.column("text").combine_chunks().cast(pa.large_string()),
+            np.nan_to_num(t.column("lid_prob").to_numpy(zero_copy_only=False)
+                          .astype(np.float64)))  # null: no LID ran
+
+
+def pool_features(cfg: Config, src: str, tgt: str, bests: tuple, src_mean: np.ndarray,
+                  tgt_mean: np.ndarray, src_ids: np.ndarray, tgt_ids: np.ndarray,
+                  sentences: dict):
+    """The pooled best pairs of both directions (``miner.scorer.pool_candidates``) and
+    their features (``miner.scorer.features``): cosines and neighbourhood means from
+    the neighbour files, texts and LID probabilities from the sentence shards (LID is
+    run on the candidates' sentences when a side's shards carry none: ``mine pair``,
+    ``mine eval``)."""
+    from miner.margin import BOTH
+    from miner.scorer import cosines, features, lid_probs, pool_candidates
+
+    pool = pool_candidates(*bests)
+    ms, mt = src_mean[pool.src].astype(np.float64), tgt_mean[pool.tgt].astype(np.float64)
+    cos = cosines(pool.score, (ms + mt) / 2, cfg.score.margin)
+    sides = []
+    for lang, ids, rows in ((src, src_ids, pool.src), (tgt, tgt_ids, pool.tgt)):
+        text, lid = candidate_texts(sentences[lang], ids, rows)
+        if len(lid) and not lid.any():
+            lid = lid_probs(text.to_pylist(), lang, cfg.prepare.lid_model)
+        sides.append((text, lid))
+    (st, sl), (tt, tl) = sides
+    return pool, features(cos, ms, mt, pool.direction == BOTH, st, tt, sl, tl)
 
 
 def write_candidates(executor, run: RunDir, src: str, tgt: str,

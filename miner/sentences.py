@@ -6,6 +6,9 @@
 - ``normalize_text(text, punctuation=False)``: Unicode NFC, control and zero-width
   characters removed, whitespace runs collapsed to one space; optionally the
   Moses ``normalize-punctuation.perl`` rules (``normalize_punctuation``).
+- ``length_reason(text, min_chars, max_chars)``: too short, too long, or a fragment
+  (``is_fragment``: leading punctuation, unbalanced brackets or quotes, few letters),
+  which counts as too short.
 - ``sentence_hash(text)``: 64-bit xxhash of the normalised UTF-8, the sentence id
   used for dedup here and for pair dedup later.
 """
@@ -78,11 +81,48 @@ def split_sentences(text: str, lang: str) -> Iterator[str]:
     for paragraph in text.split("\n"):
         if not paragraph.strip():
             continue
-        for sentence in segment(lang, paragraph):
+        for sentence in _rejoin(segment(lang, paragraph), lang):
             if lang == "th":
                 yield from (s for s in sentence.split() if s)
             elif sentence.strip():
                 yield sentence
+
+
+# sentencex cuts where these are not sentence ends: after a closing quote or bracket in
+# Chinese and Japanese (「ぼく、何歳？」「彼女、どこ行くの？」のように... is one sentence),
+# and after an initial or one-letter abbreviation outside the Latin script (Marathi
+# इ.स., पु.ल., Cyrillic А. С. Пушкин, Greek Ι. Καποδίστριας)
+_CJK = {"ja", "zh", "yue", "wuu", "lzh"}
+_CJK_CLOSER = re.compile(r"[」』）)】〕〉》”’\"]\s*$")
+_LAST_TOKEN = re.compile(r"([^\s.(]+)\.\s*$")
+
+
+def _is_initial(text: str) -> bool:
+    """``text`` ends with one letter (with its combining marks) and a full stop, in a
+    script without case (Devanagari, Bengali, ...) or as a non-Latin capital."""
+    m = _LAST_TOKEN.search(text)
+    if not m:
+        return False
+    token = m.group(1)
+    if not unicodedata.category(token[0]).startswith("L") or \
+            any(not unicodedata.category(c).startswith("M") for c in token[1:]):
+        return False
+    first = token[0]
+    return not first.isascii() and (first.isupper() or unicodedata.category(first) == "Lo")
+
+
+def _rejoin(pieces, lang: str) -> Iterator[str]:
+    """sentencex's pieces of one paragraph, a piece glued to the next where it did not
+    end a sentence (see ``_CJK_CLOSER``, ``_is_initial``)."""
+    held = ""
+    for piece in pieces:
+        held += piece
+        if (lang in _CJK and _CJK_CLOSER.search(held)) or _is_initial(held):
+            continue
+        yield held
+        held = ""
+    if held:
+        yield held
 
 
 def sentence_hash(text: str) -> int:
@@ -95,10 +135,38 @@ def sentence_hashes(texts: list[str]) -> np.ndarray:
     return np.fromiter((sentence_hash(t) for t in texts), dtype=np.uint64, count=len(texts))
 
 
+# A fragment is not a sentence, however long: what sentence splitting or removed markup
+# leaves (", where the blue-skinned ...", ") son organitzacions", "1) Cognitive
+# function", half a quotation). Rules, on the normalised text:
+# - it starts with punctuation no sentence starts with (a comma, closing bracket or
+#   quote, CJK comma or full stop, a lone apostrophe or quote before punctuation, an
+#   equals sign or list star left from markup);
+# - a bracket or CJK quote is opened and not closed or closed and not opened (half- and
+#   full-width brackets count as one kind: writers mix them), or it holds an odd number
+#   of straight double quotes;
+# - it has fewer than FRAGMENT_MIN_LETTERS letters ("76.875 (2004)", "39 (1), pp 105-111").
+FRAGMENT_MIN_LETTERS = 4
+_FRAGMENT_START = re.compile(r"^(?:[,;:!?)\]}»=*、。，．：；！？）」』】》〉〕]|\.(?!\w)|'(?!\w)|\"[,.;:)])")
+_BRACKETS = [("(（", ")）"), ("[", "]"), ("{", "}"), ("「", "」"), ("『", "』"), ("《", "》"),
+             ("【", "】"), ("〔", "〕"), ("«", "»")]
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def is_fragment(text: str) -> bool:
+    """True when the (normalised) ``text`` is a fragment by the rules above."""
+    if _FRAGMENT_START.match(text) or text.count('"') % 2:
+        return True
+    for opens, closes in _BRACKETS:
+        if sum(text.count(c) for c in opens) != sum(text.count(c) for c in closes):
+            return True
+    return len(_LETTER.findall(text)) < FRAGMENT_MIN_LETTERS
+
+
 def length_reason(text: str, min_chars: int, max_chars: int) -> str | None:
-    """``"too_short"``, ``"too_long"`` or None, by length in characters."""
+    """``"too_short"``, ``"too_long"`` or None, by length in characters; a fragment
+    (``is_fragment``) of any length is ``"too_short"`` too: it is not a whole sentence."""
     n = len(text)
-    if n < min_chars:
+    if n < min_chars or (n <= max_chars and is_fragment(text)):
         return "too_short"
     if n > max_chars:
         return "too_long"

@@ -224,7 +224,8 @@ def test_stateful_steps_run_on_keys_as_on_frames():
     cfg = Config()
     cfg.filters.one_to_one = True
     cfg.filters.max_pairs_per_doc = 1
-    for f in ("drop_junk", "drop_copies", "length_ratio", "number_mismatch", "lid_agreement"):
+    for f in ("drop_junk", "drop_copies", "length_ratio", "number_mismatch", "lid_agreement",
+              "drop_boilerplate", "script_agreement"):
         setattr(cfg.filters, f, False)
     pipe = FilterPipeline.from_config(cfg, "de", "en", use_threshold=False)
     stateless, stateful = pipe.split()

@@ -6,10 +6,11 @@ import pytest
 
 from miner.config import Config
 from miner.errors import MinerError
-from miner.filters import (REASONS, Copy, DocPairCap, FilterPipeline, Junk, LengthRatio,
-                           LidAgreement, NumberMismatch, OneToOne, PairDedup, Threshold,
-                           compare_key, default_threshold, is_junk, length_bounds, numbers,
-                           numbers_agree)
+from miner.filters import (REASONS, Boilerplate, Copy, DocPairCap, FilterPipeline, Junk,
+                           LengthRatio, LidAgreement, NumberMismatch, OneToOne, PairDedup,
+                           ScriptMismatch, Threshold, boilerplate_reason, compare_key,
+                           default_threshold, is_junk, length_bounds, numbers, numbers_agree)
+from miner.scripts import LANG_SCRIPTS, script_share
 
 
 def pairs(rows, **cols):
@@ -149,11 +150,109 @@ def test_number_mismatch_default_is_lenient_about_honest_differences():
     assert agree("in den 70er Jahren", "in the 1970s")  # contained
     assert agree("浏览量高达7.7万次", "77,000 views")  # Chinese 万 scaling
     assert agree("從20世紀60年代起", "Since the 1960s")
-    assert agree("um 27 ºC", "around 80s")  # units: short numbers only explain
+    assert agree("um 27 ºC", "around 80s")  # units: short numbers never disagree
     assert agree("drei Leute", "3 people")  # spelled out on one side
     assert agree("Im Jahr १९९९", "In 1999")  # Devanagari digits
     assert not agree("Im Jahr १९९९", "In 1998")
     assert not agree("um 27 ºC", "around 80s", strict=True)
+
+
+def test_numbers_are_compared_whole_not_as_digit_substrings():
+    agree = numbers_agree
+    # a one-digit number no longer explains a longer one that contains its digit
+    assert not agree("1ドル＝1260新ディナールであった。",
+                     "The rate was 1.79 florins to 1 USD.")
+    assert not agree("Oktober 2005 bis 2011 war er Bürgermeister.",
+                     "In May 1963 he became mayor.")
+    # a number missing on one side is forgiven, equal ones pair off
+    assert agree("Er wurde 1950 geboren.", "He was born in 1950 and died in 1995.")
+    assert agree("Von 1990 bis 1995.", "From 1990 to 95.")  # 95: short
+    # the same digits at another scale (a scale word beside them)
+    assert agree("人口は1200万人である。", "The population is 12,000,000.")
+    assert agree("1,5 Millionen Einwohner", "1,500,000 inhabitants")
+    assert agree("in den 50ern des 18. Jahrhunderts", "in the 1850s")
+    # digits of other scripts: Arabic-Indic, full-width
+    assert agree("عام ٢٠١٩", "in 2019") and not agree("عام ٢٠١٩", "in 2018")
+    assert agree("２０１９年に", "in 2019") and not agree("２０１９年に", "in 2018")
+
+
+def test_number_mismatch_drops_the_issue_examples():
+    df = pairs([("東ドイツマルクは1260新ディナールに相当した。",
+                 "The exchange rate was 1.79 florins to 1 USD."),
+                ("Von Oktober 2005 bis 2011 leitete er das Institut.",
+                 "In May 1963 he took over the institute."),
+                ("Von Oktober 2005 bis 2011 leitete er das Institut.",
+                 "From October 2005 to 2011 he led the institute.")])
+    assert NumberMismatch().keep(df).tolist() == [False, False, True]
+
+
+# --- scripts -----------------------------------------------------------------------
+
+def test_script_table_and_share():
+    assert LANG_SCRIPTS["ja"] == ("Han", "Hiragana", "Katakana")
+    assert LANG_SCRIPTS["zh"] == ("Han",) and LANG_SCRIPTS["ru"] == ("Cyrillic",)
+    assert LANG_SCRIPTS["en"] == ("Latin",) and LANG_SCRIPTS["de"] == ("Latin",)
+    assert script_share("Cambridge, UK.", "ja") == 0.0
+    assert script_share("東京大学に入学した。", "ja") == 1.0
+    assert script_share("ラーメン", "ja") == 1.0  # ー (Common) is not counted
+    assert script_share("1962, 12:30 !", "ja") is None  # nothing to decide
+    assert script_share("Hello", "xyz") is None  # unknown language
+    assert script_share("Привет, world", "ru") == 6 / 11
+
+
+def test_script_mismatch_drops_a_side_in_another_script():
+    df = pairs([("Cambridge, UK.", "Cambridge, UK."),
+                ("ケンブリッジ大学（イギリス）。", "University of Cambridge (UK)."),
+                # names in Latin letters inside a Chinese/Japanese sentence are fine
+                ("根据官方的工商记录，他是 Adriftmorn Limited 的经理。",
+                 "According to official records, he is the director of Adriftmorn Limited."),
+                ("ビートルズはLiverpoolで結成された。", "The Beatles were formed in Liverpool."),
+                ("1962年", "1962"),
+                ("東京タワー", "Токийская башня")])
+    keep = ScriptMismatch("ja", "en").keep(df).tolist()
+    assert keep == [False, True, True, True, True, False]
+    ru = pairs([("Это предложение по-русски.", "This is a Russian sentence."),
+                ("This is not Russian at all.", "This is a Russian sentence.")])
+    assert ScriptMismatch("ru", "en").keep(ru).tolist() == [True, False]
+    assert ScriptMismatch("xx", "en").keep(pairs([("東京", "Tokyo")])).tolist() == [True]
+
+
+# --- boilerplate --------------------------------------------------------------------
+
+def test_boilerplate_rules():
+    reason = boilerplate_reason
+    assert reason("See http://example.com/a/very/long/path/page.html and www.example.org") == "urls"
+    assert reason("| 1990 | 23.5 | 45.1 | 12 |") == "few_letters"
+    assert reason("12 34 56 78 9a 10 11 12") == "few_letters"
+    assert reason("Home Home Home Home") == "repetition"
+    assert reason("click here click here click here click here") == "repetition"
+    assert reason("Wow!!!!!! This is great") == "repetition"
+    assert reason("Die Stadt liegt am Rhein {{Coord|50|N}} und ist alt.") == "markup"
+    assert reason("The city is on the Rhine &nbsp; and is old.") == "markup"
+    assert reason("The city is on the <b>Rhine</b> river.") == "markup"
+    assert reason("thumb|200px|The city hall in the old town") == "markup"
+    assert reason("Home » News » Sport » Football results") == "menu"
+    assert reason(", where the") == "fragment"
+    assert reason("）と呼ばれる。") == "fragment"
+    assert reason("（ラブコミュニティ）") == "fragment"
+    assert reason("(See also the picture theory of language.)") == "fragment"
+    # ordinary sentences, with a number, a URL or a repeated word or two
+    for ok in ["Er wurde 1950 in Berlin geboren.", "The population was 12,345 in 2010.",
+               "Details are on https://example.com for those interested in the topic.",
+               "It is very, very good.", "Bora Bora is an island.", "x < y and y > z holds.",
+               "東京は日本の首都である。", "New York, New York is a song.",
+               "Il n’est pas « satisfait » et a proposé « autre chose ».",
+               "警察局长钱德拉·谢卡尔·索兰基说。", "NOOOOOOO, he said.",
+               "(Reuters) Shares rose on Monday.", "「彼女、どこ行くの？」と聞いた。",
+               "¿Dónde está?", "...and then it rained."]:
+        assert reason(ok) is None, ok
+
+
+def test_boilerplate_drops_pairs_with_a_noisy_side():
+    df = pairs([("Home » News » Sport", "Startseite » Nachrichten » Sport"),
+                ("Das Haus ist groß.", "The house is big. {{citation needed}}"),
+                ("Das Haus ist groß.", "The house is big.")])
+    assert Boilerplate().keep(df).tolist() == [False, False, True]
 
 
 def test_junk_drops_url_email_punctuation_and_number_lines():
@@ -206,22 +305,25 @@ def test_pipeline_runs_in_fixed_order_and_counts_every_reason():
         ("Das Haus ist groß.", "The house is big.", 1.45),  # duplicate pair
         ("Das Haus ist alt.", "The house is old.", 1.1),  # below threshold
         ("http://x.de", "http://x.com", 1.6),  # junk
+        ("Start » Sport » Fußball", "Home » Sport » Football", 1.6),  # boilerplate
         ("Berlin Berlin", "berlin, berlin", 1.6),  # copy
         ("Ja.", "Yes, that is absolutely and certainly correct.", 1.6),  # length
+        ("Москва, Россия.", "Moscow, Russia.", 1.6),  # script
         ("Er wurde 1950 geboren.", "He was born in 1960.", 1.6),  # numbers
         ("Bonjour tout le monde", "Hello everyone", 1.6),  # LID
         ("Das Auto ist rot.", "The house is big.", 1.4),  # target used: not one-to-one
     ], tgt_lid_prob=0.9)
-    df["tgt_id"] = [1, 1, 2, 3, 4, 5, 6, 7, 1]
-    df["src_id"] = [11, 11, 12, 13, 14, 15, 16, 17, 18]
+    df["tgt_id"] = [1, 1, 2, 3, 31, 4, 5, 51, 6, 7, 1]
+    df["src_id"] = [11, 11, 12, 13, 131, 14, 15, 151, 16, 17, 18]
     pipe = FilterPipeline.from_config(cfg, "de", "en", identifier=lid)
     assert [s.name for s in pipe.steps] == list(REASONS)
     kept, counts = pipe.filter(df)
     assert kept["src_text"].tolist() == ["Das Haus ist groß."]
-    assert counts["dropped"] == {"below_threshold": 1, "junk": 1, "copy": 1, "length_ratio": 1,
-                                 "number_mismatch": 1, "lid_mismatch": 1, "duplicate_pair": 1,
-                                 "not_one_to_one": 1, "doc_pair_cap": 0}
-    assert counts["candidates"] == 9 and counts["kept"] == 1
+    assert counts["dropped"] == {"below_threshold": 1, "junk": 1, "boilerplate": 1, "copy": 1,
+                                 "length_ratio": 1, "script_mismatch": 1, "number_mismatch": 1,
+                                 "lid_mismatch": 1, "duplicate_pair": 1, "not_one_to_one": 1,
+                                 "doc_pair_cap": 0}
+    assert counts["candidates"] == 11 and counts["kept"] == 1
     assert pipe.counts == counts
 
 
@@ -230,6 +332,8 @@ def test_pipeline_switches_and_batches_give_the_same_result_as_one_batch():
     cfg.filters.lid_agreement = False
     cfg.filters.number_mismatch = False
     cfg.filters.length_ratio = False
+    cfg.filters.drop_boilerplate = False
+    cfg.filters.script_agreement = False
     cfg.score.threshold = 1.0
     pipe = FilterPipeline.from_config(cfg, "de", "en")
     assert [s.name for s in pipe.steps] == ["below_threshold", "junk", "copy", "duplicate_pair"]
@@ -241,3 +345,35 @@ def test_pipeline_switches_and_batches_give_the_same_result_as_one_batch():
     assert pipe.counts["kept"] == len(whole)
     # order preserved (best first)
     assert whole["score"].is_monotonic_decreasing
+
+
+def test_new_filters_are_on_by_default_and_each_has_a_setting_to_turn_it_off(tmp_path):
+    names = [s.name for s in FilterPipeline.from_config(Config(), "ja", "en", identifier=FakeLid({})).steps]
+    assert "boilerplate" in names and "script_mismatch" in names
+    toml = tmp_path / "c.toml"
+    toml.write_text("[filters]\ndrop_boilerplate = false\nscript_agreement = false\n"
+                    "script_min_share = 0.3\n", encoding="utf-8")
+    cfg = Config.from_toml(toml)
+    assert cfg.filters.script_min_share == 0.3
+    names = [s.name for s in FilterPipeline.from_config(cfg, "ja", "en", identifier=FakeLid({})).steps]
+    assert "boilerplate" not in names and "script_mismatch" not in names
+
+
+@pytest.mark.parametrize("setting", ["script_min_share", "boilerplate_min_letter_share",
+                                     "boilerplate_max_url_share"])
+def test_new_filter_shares_are_validated(setting):
+    cfg = Config()
+    setattr(cfg.filters, setting, 1.5)
+    with pytest.raises(MinerError, match=setting):
+        cfg.validate()
+
+
+def test_bitext_flags_switch_the_new_filters_off():
+    from click.testing import CliRunner
+
+    from miner.cli import main
+
+    result = CliRunner().invoke(main, ["bitext", "--help"])
+    assert "--keep-boilerplate" in result.output and "--no-script-agreement" in result.output
+    result = CliRunner().invoke(main, ["prepare", "--help"])
+    assert "--short-lid-chars" in result.output and "--short-lid-threshold" in result.output

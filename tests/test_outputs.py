@@ -133,7 +133,7 @@ def test_manifest_and_data_card_record_the_counts(workdir):
 def test_filters_switched_off_keep_more(workdir):
     cfg = Config()
     for name in ("lid_agreement", "drop_copies", "number_mismatch", "drop_junk", "pair_dedup",
-                 "length_ratio"):
+                 "length_ratio", "drop_boilerplate", "script_agreement"):
         setattr(cfg.filters, name, False)
     cfg.score.threshold = 0.0
     counts = write_bitext(cfg, workdir, "de", "en")

@@ -197,3 +197,118 @@ def test_prepare_cuts_a_multistream_dump_into_tasks_with_the_same_shards(tmp_pat
     for name in names:
         assert (tmp_path / "whole" / "sentences" / "en" / name).read_bytes() == \
             (tmp_path / "pieces" / "sentences" / "en" / name).read_bytes(), name
+
+
+# -- issue 16: no namespace links, markup remnants or fragments --------------------------
+
+SITEINFO_JA = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" xml:lang="ja">
+  <siteinfo>
+    <sitename>Wikipedia</sitename>
+    <namespaces>
+      <namespace key="-2" case="first-letter">メディア</namespace>
+      <namespace key="-1" case="first-letter">特別</namespace>
+      <namespace key="0" case="first-letter" />
+      <namespace key="2" case="first-letter">利用者</namespace>
+      <namespace key="4" case="first-letter">Wikipedia</namespace>
+      <namespace key="6" case="first-letter">ファイル</namespace>
+      <namespace key="10" case="first-letter">Template</namespace>
+      <namespace key="14" case="first-letter">Category</namespace>
+      <namespace key="100" case="first-letter">Portal</namespace>
+      <namespace key="102" case="first-letter">プロジェクト</namespace>
+    </namespaces>
+  </siteinfo>
+"""
+SITEINFO_DE = SITEINFO_JA.replace('xml:lang="ja"', 'xml:lang="de"').replace(
+    "利用者", "Benutzer").replace("ファイル", "Datei").replace(">Category<", ">Kategorie<").replace(
+    "プロジェクト", "Projektseite").replace(">Portal<", ">Portal<")
+
+
+def _dump(tmp_path, siteinfo: str, pages: list[str], name="dump.xml") -> Path:
+    from xml.sax.saxutils import escape
+
+    body = "".join(
+        f"  <page>\n    <title>P{i}</title>\n    <ns>0</ns>\n    <id>{i + 1}</id>\n"
+        f"    <revision>\n      <id>{100 + i}</id>\n      <text xml:space=\"preserve\">{escape(t)}</text>\n"
+        f"    </revision>\n  </page>\n" for i, t in enumerate(pages))
+    path = tmp_path / name
+    path.write_text(siteinfo + body + "</mediawiki>\n", encoding="utf-8")
+    return path
+
+
+def _prepared(path: Path, lang: str) -> list[str]:
+    """Sentences as prepare keeps them (its reader, splitter and length/fragment rules)."""
+    from miner.sentences import length_reason, normalize_text
+
+    out = []
+    for doc in open_reader(path, "auto"):
+        for raw in split_sentences(doc.text, lang):
+            text = normalize_text(raw)
+            if not length_reason(text, 10, 500):
+                out.append(text)
+    return out
+
+
+def test_namespace_links_from_the_dumps_siteinfo_and_aliases(tmp_path):
+    path = _dump(tmp_path, SITEINFO_JA, [
+        "サンバはブラジルの音楽である。\n"
+        "* [[Wikipedia:索引 さん#さんは]]\n"
+        "* [[プロジェクト:音楽/記事一覧]]\n"
+        "詳しくは[[Portal:音楽]]を参照。\n"
+        "[[ファイル:Samba.jpg|thumb|サンバの写真]][[画像:Old.png|thumb|古い写真]]"
+        "[[File:X.jpg|thumb|写真]][[Image:Y.jpg]]\n"
+        "[[Category:音楽]][[カテゴリ:ブラジル]]\n[[en:Samba]][[pt:Samba]]\n"
+        "ボサノヴァは[[:en:Bossa nova|ボサノヴァ]]とも呼ばれる新しい音楽である。",
+    ])
+    text = next(iter(read_wiki(path))).text
+    assert text.split("\n") == ["サンバはブラジルの音楽である。",
+                                "ボサノヴァはボサノヴァとも呼ばれる新しい音楽である。"]
+    assert "Wikipedia:索引 さん" not in " ".join(_prepared(path, "ja"))
+
+
+def test_localised_namespaces_in_german(tmp_path):
+    path = _dump(tmp_path, SITEINFO_DE, [
+        "Alan Smithee ist ein Pseudonym für einen fiktiven Regisseur.\n"
+        "''Siehe auch [[:Kategorie:Pseudonym]]''\n"
+        "[[Datei:Smithee.jpg|mini|Ein Bild]]\n[[Bild:Alt.jpg|mini|Ein altes Bild]]\n"
+        "Mehr dazu unter [[WP:Pseudonyme|Pseudonyme]] und [[Benutzer:Jemand|Jemand]].\n"
+        "[[Kategorie:Pseudonym]]\n[[Category:Pseudonym]]\n[[en:Alan Smithee]]",
+    ])
+    assert next(iter(read_wiki(path))).text == \
+        "Alan Smithee ist ein Pseudonym für einen fiktiven Regisseur."
+    # a namespace only the dump names
+    path = _dump(tmp_path, SITEINFO_DE, ["Ein Satz steht hier.\n[[Projektseite:Hilfe]] hier."], "b.xml")
+    assert next(iter(read_wiki(path))).text == "Ein Satz steht hier."
+
+
+def test_the_examples_of_issue_16_are_not_kept(tmp_path):
+    ja = _dump(tmp_path, SITEINFO_JA, [
+        "一人称を示す「ぼく」や三人称を示す「彼女」などを、「ぼく、何歳？」「彼女、どこ行くの？」"
+        "のように二人称に転用することが可能である。\n* [[Wikipedia:索引 さん]]\n"
+        "アンパサンド（{{lang|en|&amp;}}, {{IPA|ampersand}}）は記号である。",
+    ], "ja.xml")
+    kept = _prepared(ja, "ja")
+    assert kept == ["一人称を示す「ぼく」や三人称を示す「彼女」などを、「ぼく、何歳？」「彼女、どこ行くの？」"
+                    "のように二人称に転用することが可能である。", "アンパサンドは記号である。"]
+    en = _dump(tmp_path, SITEINFO_JA.replace('xml:lang="ja"', 'xml:lang="en"'), [
+        "Perhaps the clearest example is [[John Brunner (novelist)|John Brunner's]] 1968 novel "
+        "''[[Into the Slave Nebula]]'', where the slaves are human.\n''{{lang-xx}}'', where the\n"
+        "''{{transl|ar|ALA|Allāh}}'' in other languages is spelled the same way.\n"
+        "Paris ({{IPA-fr|paʁi}}; {{lang-fr|Paris}}) is a city. Albedo ({{IPAc-en|æ}}) is a ratio.\n"
+        "{| class=\"wikitable\"\n|-\n| cell one || cell two\n|}\n"
+        "<gallery>\nFile:A.jpg|A caption here\n</gallery>\n"
+        "{{Infobox city\n| name = Paris\n| population = 2,000,000\n}}\n"
+        "== History ==\nThe city grew.<ref>{{cite web|url=x}}</ref> It grew&nbsp;more.\n"
+        "* {{em|Reduction}}: here one unit is reduced.\n"
+        "1) Cognitive function\n76.875 (2004)\n",
+    ], "en.xml")
+    kept = _prepared(en, "en")
+    assert kept == [
+        "Perhaps the clearest example is John Brunner's 1968 novel Into the Slave Nebula, "
+        "where the slaves are human.",
+        "Allāh in other languages is spelled the same way.",
+        "Paris (Paris) is a city.", "Albedo is a ratio.",
+        "The city grew.", "It grew more.",
+        "Reduction: here one unit is reduced.",
+    ]
+    for s in kept:
+        assert not re.search(r"^['\",]|\(\s*[,;)]|\[\[|\{\{|\||&nbsp;|Wikipedia:", s), s

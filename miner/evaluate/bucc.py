@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from miner.config import Config
 from miner.errors import MinerError
 from miner.io import read_lines
@@ -207,6 +209,30 @@ def mine_split(split: BuccSplit, pair: str, cfg: Config, work_dir, filters: bool
     return c2s, counts
 
 
+def pool_labels(split: BuccSplit, src_hash, tgt_hash, punctuation: bool = False) -> np.ndarray:
+    """1 for each candidate (sentence ids of the score stage) that some gold pair
+    carries (through every BUCC id of its texts), else 0."""
+    src_by_hash = ids_by_hash(split.src_ids, split.src_texts, punctuation)
+    tgt_by_hash = ids_by_hash(split.tgt_ids, split.tgt_texts, punctuation)
+    gold = split.gold or set()
+    return np.array([any((a, b) in gold for a in src_by_hash[int(s)] for b in tgt_by_hash[int(t)])
+                     for s, t in zip(src_hash, tgt_hash)], dtype=np.float64)
+
+
+def learn_data(split: BuccSplit, pair: str, cfg: Config, work_dir, encoder=None, executor=None):
+    """Mine ``split`` (``mine_split``, no scorer) and return its pooled candidates'
+    features (p, f), gold labels (p,) and sentence ids of both sides (p,) each."""
+    from miner.score import run_pool_features
+
+    c = copy.deepcopy(cfg)
+    c.score.scorer = None
+    mine_split(split, pair, c, work_dir, False, encoder, executor)
+    src, tgt = split_langs(pair)
+    pool, x, src_ids, tgt_ids = run_pool_features(c, work_dir, src, tgt)
+    s, t = src_ids[pool.src], tgt_ids[pool.tgt]
+    return x, pool_labels(split, s, t, cfg.prepare.normalize_punctuation), s, t
+
+
 @dataclass
 class BuccResult:
     pair: str
@@ -224,6 +250,7 @@ class BuccResult:
     selection: list[dict] = field(default_factory=list)
     filters: bool = False
     filter_counts: dict | None = None  # with filters: the test split's bitext counts
+    scorer: str | None = None  # the learned scorer used (a file), if any
     pairs: list[tuple[str, str]] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
@@ -233,7 +260,8 @@ class BuccResult:
 
 def evaluate_bucc(directory: str | Path, pair: str, encoder=None, tune_split: str = "training",
                   test_split: str = "test", *, cfg: Config | None = None, select: bool = False,
-                  filters: bool = False, executor=None) -> BuccResult:
+                  filters: bool = False, executor=None, learn: str | None = None
+                  ) -> BuccResult:
     """Tune the threshold on one split, apply it to another, score against its gold.
 
     ``cfg``: the mining settings (encoder, k, margin, retrieval, kNN, filters;
@@ -244,7 +272,10 @@ def evaluate_bucc(directory: str | Path, pair: str, encoder=None, tune_split: st
     encoder to reuse (default: loaded from ``cfg``). With ``select``, also choose the
     margin (ratio or distance) and k (2, 4, 8, 16) with the best F1 on the tune split;
     neighbours are searched again for each k (the knn stage stores each sentence's
-    neighbourhood mean over its k), embeddings once.
+    neighbourhood mean over its k), embeddings once. ``learn``: fit a scorer
+    (``miner.scorer``) on the tune split's pooled candidates after the margin and k are
+    chosen, write it there, tune its threshold through the score stage and score the
+    test split with it (``cfg.score.scorer``: evaluate a given scorer instead).
     """
     from miner.executor import executor_for
 
@@ -282,11 +313,42 @@ def evaluate_bucc(directory: str | Path, pair: str, encoder=None, tune_split: st
             if best is None or f1 > best[3]:
                 best = (mg, kk, th, f1)
         mg, kk, th, tune_f1 = best
-        test_c2s, counts = candidates(test, mg, kk)
+        scorer_name = cfg.score.scorer
+        if learn:
+            from miner.scorer import fit_scorer
+
+            c = copy.deepcopy(cfg)
+            c.score.margin, c.knn.k = mg, kk
+            x, y, _, _ = learn_data(tune, pair, c, tmp / tune.name, encoder, executor)
+            if not y.any():
+                raise MinerError(f"{pair}.{tune_split}: no gold pair among the candidates: "
+                                 "nothing to learn from")
+            enc = "sentence-transformers" if c.embed.encoder == "st" else c.embed.encoder
+            scorer = fit_scorer(x, y, encoder=enc, model=c.embed.model, margin=mg, k=kk,
+                                fitted_on=f"{Path(directory).name}/{pair}.{tune_split}")
+            scorer.save(learn)
+            # the threshold: tuned on the tune split scored by the stages with the scorer
+            c.score.scorer = str(learn)
+            c2s, _ = mine_split(tune, pair, c, tmp / tune.name, filters, encoder, executor)
+            th, tune_f1 = optimize_threshold(c2s, tune.gold)
+            scorer.threshold = float(th) if np.isfinite(th) else 0.0
+            scorer.notes = {"tune_f1": tune_f1, "positives": int(y.sum()), "candidates": len(y)}
+            scorer.save(learn)
+            test_c2s, counts = mine_split(test, pair, c, tmp / test.name, filters, encoder,
+                                          executor)
+            scorer_name = str(learn)
+        elif cfg.score.scorer:
+            c = copy.deepcopy(cfg)
+            c.score.margin, c.knn.k = mg, kk
+            test_c2s, counts = mine_split(test, pair, c, tmp / test.name, filters, encoder,
+                                          executor)
+        else:
+            test_c2s, counts = candidates(test, mg, kk)
     test_pairs = extract(test_c2s, th)
     result = BuccResult(pair, tune_split, test_split, mg, kk, th, tune_f1,
                         n_extracted=len(test_pairs), selection=selection if select else [],
-                        filters=filters, filter_counts=counts, pairs=test_pairs)
+                        filters=filters, filter_counts=counts, pairs=test_pairs,
+                        scorer=scorer_name)
     if test.gold is not None:
         result.precision, result.recall, result.f1 = precision_recall_f1(test_pairs, test.gold)
         result.n_gold = len(test.gold)

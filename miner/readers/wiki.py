@@ -48,6 +48,30 @@ CATEGORY_NAMESPACES = {
     "分類", "カテゴリ", "ವರ್ಗ", "kategori", "luokka", "kategória", "thể loại", "تصنيف",
     "رده", "קטגוריה", "श्रेणी", "वर्ग", "বিষয়শ্রেণী", "կատեգորիա",
 }
+# MediaWiki's canonical (English) names of the other namespaces, valid on every wiki
+# whatever its language, and common aliases; a dump's <siteinfo> adds its localised
+# names (it does not list aliases, hence these). Links into them are not article text.
+OTHER_NAMESPACES = {
+    "special", "talk", "user", "user talk", "project", "project talk", "wikipedia",
+    "wikipedia talk", "wp", "wt", "file talk", "image talk", "mediawiki", "mediawiki talk",
+    "template", "template talk", "help", "help talk", "category talk", "portal",
+    "portal talk", "module", "module talk", "draft", "draft talk", "timedtext",
+    "timedtext talk", "book", "book talk", "gadget", "gadget talk", "gadget definition",
+    "gadget definition talk", "education program", "education program talk", "topic",
+    "user blog", "vp", "вп", "вікіпедія", "википедия", "benutzer", "hilfe", "vorlage",
+    "spezial", "portail", "modèle", "aide", "utilisateur", "plantilla", "ayuda", "usuario",
+}
+# sister projects: an inline link to one keeps its label (or the page name)
+SISTER_PREFIXES = {
+    "w", "wikt", "wiktionary", "s", "wikisource", "q", "wikiquote", "b", "wikibooks", "n",
+    "wikinews", "v", "wikiversity", "voy", "wikivoyage", "c", "commons", "species",
+    "wikispecies", "d", "wikidata", "m", "meta", "mw", "mediawikiwiki", "foundation", "wmf",
+    "incubator", "oldwikisource",
+}
+# A link into a non-article namespace inside running text ("see [[Portal:Music]]",
+# "[[:Category:Births 1944]]", "[[Wikipedia:Index]]") would leave its sentence with a
+# hole: the link becomes this mark, and a line holding it is dropped.
+_DROP_LINE = "\ue000"
 # tags whose content is not running text
 DROP_TAGS = {
     "ref", "references", "table", "gallery", "math", "chem", "ce", "timeline", "score",
@@ -58,8 +82,22 @@ DROP_TAGS = {
 BREAK_TAGS = {"li", "dt", "dd", "br", "p", "tr", "hr", "ul", "ol", "dl", "blockquote"}
 _INTERWIKI = re.compile(r"^[a-z]{2,3}(-[a-z0-9]+)*$|^simple$")
 _MAGIC_WORD = re.compile(r"__[A-ZÀ-ÿ_]+__")
-# markup that must not survive; a line still holding any is dropped
-_RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref|'''|thumb\||^\s*[|!]|<[a-zA-Z/!][^>]*>")
+# markup that must not survive; a line still holding any is dropped: wiki brackets,
+# table and link pipes, tags, entities, bold quotes, heading equals signs, the mark of
+# a link into another namespace
+_RESIDUE = re.compile(r"\{\{|\}\}|\[\[|\]\]|\{\||\|\}|<ref|'''|thumb\||^\s*[|!]|<[a-zA-Z/!][^>]*>"
+                      r"|\||\ue000|&[a-zA-Z]+;|&#x?[0-9a-fA-F]+;|^=|=$")
+# fragments that removed markup leaves behind, tidied in every line: brackets left
+# empty or opening/closing on a separator ("Paris (; French: ...)", "Albedo ()"),
+# separators at the start of a line or right after a sentence end ("* {{em|term}}:
+# text"), spaces before a comma or full stop where a reference or template was
+_OPEN_SEP = re.compile(r"([(（\[])\s*(?:[,;:、，；]\s*)+")
+_CLOSE_SEP = re.compile(r"\s*(?:[,;:、，；]\s*)+([)）\]])")
+_EMPTY_BRACKETS = re.compile(r"\s*(?:[(（]\s*[)）]|\[\s*\]|「\s*」|『\s*』|《\s*》|«\s*»|“\s*”)")
+_LEAD_SEP = re.compile(r"^(?:[\s,;:、，；.)）\]]|'(?!\w))+")
+_AFTER_END = re.compile(r"([.!?])\s+[,;:]+(?=\s)|([。！？])\s*[、，,;；:：]+\s*")
+_SPACE_PUNCT = re.compile(r"[ \t\xa0]+(,|\.(?!\.)|、|。)")
+_SPACES = re.compile(r"[ \t]{2,}")
 
 
 def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
@@ -73,20 +111,23 @@ def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
     """
     path = as_path(path)
     file_ns, cat_ns = set(FILE_NAMESPACES), set(CATEGORY_NAMESPACES)
+    other_ns = set(OTHER_NAMESPACES)
     chunks = None
     if span is not None:
         # the localised namespace names are in the dump's first stream, which only the
         # first piece reads: every piece takes them from there first
-        for _ in iter_pages(path, file_ns, cat_ns, chunks=_first_stream(path), piece=True):
+        for _ in iter_pages(path, file_ns, cat_ns, chunks=_first_stream(path), piece=True,
+                            other_ns=other_ns):
             pass
         chunks = multistream_chunks(path, span[0], span[1])
-    for page in iter_pages(path, file_ns, cat_ns, chunks=chunks, piece=span is not None):
+    for page in iter_pages(path, file_ns, cat_ns, chunks=chunks, piece=span is not None,
+                           other_ns=other_ns):
         if page.get("ns", "0") != "0" or page.get("redirect"):
             continue
         wikitext = page.get("text") or ""
         if wikitext.lstrip()[:9].upper() == "#REDIRECT":
             continue
-        text = wikitext_to_text(wikitext, file_ns, cat_ns)
+        text = wikitext_to_text(wikitext, file_ns, cat_ns, other_ns)
         if not text:
             continue
         title = page.get("title", "")
@@ -107,11 +148,12 @@ def _file_chunks(path) -> Iterator[bytes]:
 
 def iter_pages(path: Path, file_ns: Optional[set] = None,
                cat_ns: Optional[set] = None, chunks: Optional[Iterable[bytes]] = None,
-               piece: bool = False) -> Iterator[dict]:
+               piece: bool = False, other_ns: Optional[set] = None) -> Iterator[dict]:
     """Yield each complete ``<page>`` as a dict (title, ns, id, rev_id, redirect, text).
 
-    Localised file and category namespace names from ``<siteinfo>`` are added to
-    ``file_ns`` and ``cat_ns``. Malformed XML is a MinerError; a file that ends
+    Localised namespace names from ``<siteinfo>`` are added to ``file_ns`` (files and
+    media), ``cat_ns`` (categories) and ``other_ns`` (every other namespace but the
+    articles'). Malformed XML is a MinerError; a file that ends
     inside a page logs one warning and stops. ``chunks``: the XML bytes to parse
     (default: the whole decompressed file); ``piece``: they are a piece of the file,
     which may be empty or hold the end of the dump alone.
@@ -157,7 +199,7 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
                 if elem is root:
                     closed = True
                 elif tag == "namespace" and file_ns is not None:
-                    _add_namespace(elem, file_ns, cat_ns)
+                    _add_namespace(elem, file_ns, cat_ns, other_ns)
                 elif tag == "page":
                     in_page = False
                     yield _page_dict(elem)
@@ -288,12 +330,22 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-def _add_namespace(elem: ET.Element, file_ns: set, cat_ns: set) -> None:
-    key, name = elem.get("key"), (elem.text or "").strip().lower()
-    if name and key == "6":
+def _ns_key(name: str) -> str:
+    """A namespace name as links spell it in any case, underscores or spaces."""
+    return " ".join(name.replace("_", " ").split()).lower()
+
+
+def _add_namespace(elem: ET.Element, file_ns: set, cat_ns: set,
+                   other_ns: Optional[set] = None) -> None:
+    key, name = elem.get("key"), _ns_key(elem.text or "")
+    if not name or key == "0":
+        return
+    if key in ("6", "-2"):
         file_ns.add(name)
-    elif name and key == "14":
+    elif key == "14":
         cat_ns.add(name)
+    elif other_ns is not None:
+        other_ns.add(name)
 
 
 def _page_dict(page: ET.Element) -> dict:
@@ -317,40 +369,101 @@ def _page_dict(page: ET.Element) -> dict:
 # -- wikitext -> text -----------------------------------------------------------------
 
 def wikitext_to_text(wikitext: str, file_ns: Optional[set] = None,
-                     cat_ns: Optional[set] = None) -> str:
-    """Plain text of an article's wikitext: paragraphs joined by ``"\\n"``."""
-    file_ns = FILE_NAMESPACES if file_ns is None else file_ns
-    cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
+                     cat_ns: Optional[set] = None, other_ns: Optional[set] = None) -> str:
+    """Plain text of an article's wikitext: paragraphs joined by ``"\\n"``.
+
+    ``file_ns``, ``cat_ns``, ``other_ns``: lower-case names of the file, category and
+    other non-article namespaces (default: the built-in names; ``read_wiki`` adds the
+    dump's own). File, category and language links vanish; a line holding a link into
+    any other namespace (or an inline link to a file or category) is dropped, as is a
+    line still holding markup; fragments left where markup was removed are tidied.
+    """
+    ns = (FILE_NAMESPACES if file_ns is None else file_ns,
+          CATEGORY_NAMESPACES if cat_ns is None else cat_ns,
+          OTHER_NAMESPACES if other_ns is None else other_ns)
     parts: list[str] = []
-    _render(mwparserfromhell.parse(strip_bulk(wikitext, file_ns, cat_ns), skip_style_tags=True).nodes, parts, file_ns, cat_ns)
+    _render(mwparserfromhell.parse(strip_bulk(wikitext, *ns), skip_style_tags=True).nodes, parts, ns)
     raw = "".join(parts)
     paragraphs = []
     for line in raw.split("\n"):
-        line = _MAGIC_WORD.sub("", line).replace("''", "").strip()
-        if not line or _RESIDUE.search(line) or _is_file_line(line, file_ns | cat_ns):
+        line = _tidy(_MAGIC_WORD.sub("", line).replace("''", ""))
+        if not line or _RESIDUE.search(line) or _is_namespace_line(line, ns):
             continue
         paragraphs.append(line)
     return "\n".join(paragraphs)
 
 
-def _is_file_line(line: str, prefixes: set) -> bool:
-    head, sep, _ = line.partition(":")
-    return bool(sep) and head.strip().lower() in prefixes
+def _tidy(line: str) -> str:
+    """``line`` without the fragments removed markup leaves: empty brackets, separators
+    at a bracket's edge, at the line's start or after a sentence end, spaces before a
+    comma or full stop."""
+    for _ in range(3):
+        before = line
+        line = _CLOSE_SEP.sub(r"\1", _OPEN_SEP.sub(r"\1", line))
+        line = _EMPTY_BRACKETS.sub("", line)
+        if line == before:
+            break
+    line = _AFTER_END.sub(lambda m: m.group(1) or m.group(2), line)
+    line = _SPACE_PUNCT.sub(r"\1", line)
+    return _LEAD_SEP.sub("", _SPACES.sub(" ", line)).strip()
 
 
-def _render(nodes: Iterable, out: list[str], file_ns: set, cat_ns: set) -> None:
+def _is_namespace_line(line: str, ns: tuple) -> bool:
+    """A line that starts like a page of another namespace: ``File:...``, ``Category:
+    ...``, ``Wikipedia:Index``."""
+    head, sep, rest = line.partition(":")
+    if not sep:
+        return False
+    head = _ns_key(head)
+    return head in ns[0] or head in ns[1] or (head in ns[2] and rest[:1] not in (" ", ""))
+
+
+def _link_text(target: str, label: Optional[str], ns: tuple) -> str:
+    """What a wikilink to ``target`` with the rendered ``label`` (None: no label) leaves
+    in the text: nothing for a file, category or language link; ``_DROP_LINE`` for a link
+    into another namespace or an inline (``[[:...]]``) link to a file or category; the
+    label or the page name (without the prefix of a sister project or another
+    language's wiki) for the rest."""
+    target = target.strip()
+    colon = target.startswith(":")
+    body = target.lstrip(":").strip()
+    prefix, sep, rest = body.partition(":")
+    page = body
+    if sep:
+        key = _ns_key(prefix)
+        if key in ns[0] or key in ns[1]:
+            return _DROP_LINE if colon else ""
+        if key in ns[2]:
+            return _DROP_LINE
+        if key in SISTER_PREFIXES or _INTERWIKI.match(key):
+            if not colon and key not in SISTER_PREFIXES:
+                return ""  # interlanguage link
+            page = rest.strip()
+    if label is not None:
+        return label
+    if page.startswith("#"):
+        return page[1:].replace("_", " ")
+    return page.split("#", 1)[0]
+
+
+def _render(nodes: Iterable, out: list[str], ns: tuple) -> None:
     for node in nodes:
         if isinstance(node, Text):
             out.append(str(node.value))
         elif isinstance(node, Wikilink):
-            _render_link(node, out, file_ns, cat_ns)
+            label = None
+            if node.text is not None:
+                sub: list[str] = []
+                _render(node.text.nodes, sub, ns)
+                label = "".join(sub)
+            out.append(_link_text(str(node.title), label, ns))
         elif isinstance(node, ExternalLink):
             if node.title is not None:
-                _render(node.title.nodes, out, file_ns, cat_ns)
+                _render(node.title.nodes, out, ns)
         elif isinstance(node, HTMLEntity):
             out.append(node.normalize())
         elif isinstance(node, Tag):
-            _render_tag(node, out, file_ns, cat_ns)
+            _render_tag(node, out, ns)
         elif isinstance(node, Heading):
             out.append("\n\n")
         elif isinstance(node, (Template, Comment, Argument)):
@@ -358,22 +471,7 @@ def _render(nodes: Iterable, out: list[str], file_ns: set, cat_ns: set) -> None:
         # anything else (unknown node types) is markup: dropped
 
 
-def _render_link(node: Wikilink, out: list[str], file_ns: set, cat_ns: set) -> None:
-    target = str(node.title).strip()
-    colon = target.startswith(":")
-    prefix, sep, _ = target.lstrip(":").partition(":")
-    prefix = prefix.strip().lower()
-    if sep and not colon and (prefix in file_ns or prefix in cat_ns or _INTERWIKI.match(prefix)):
-        return  # file/image, category or interlanguage link
-    if sep and colon and prefix in cat_ns | file_ns and node.text is None:
-        return
-    if node.text is not None:
-        _render(node.text.nodes, out, file_ns, cat_ns)
-    else:
-        out.append(target.lstrip(":").split("#", 1)[0] if not target.startswith("#") else "")
-
-
-def _render_tag(node: Tag, out: list[str], file_ns: set, cat_ns: set) -> None:
+def _render_tag(node: Tag, out: list[str], ns: tuple) -> None:
     name = str(node.tag).strip().lower()
     markup = node.wiki_markup
     if markup == "{|" or name in DROP_TAGS:
@@ -385,7 +483,7 @@ def _render_tag(node: Tag, out: list[str], file_ns: set, cat_ns: set) -> None:
     if markup in ("*", "#", ";", ":") or name in BREAK_TAGS:
         out.append("\n")
     if node.contents is not None and not node.self_closing:
-        _render(node.contents.nodes, out, file_ns, cat_ns)
+        _render(node.contents.nodes, out, ns)
     if name in ("p", "li", "dd", "dt", "blockquote"):
         out.append("\n")
 
@@ -400,45 +498,67 @@ def _is_ref_like(node: Tag) -> bool:
 
 _COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
 _REF = re.compile(r"<ref\b[^>]*?/>|<ref\b[^>]*>.*?</ref\s*>", re.S | re.I)
-_INNER_TEMPLATE = re.compile(r"\{\{[^{}]*\}\}")
+_INNER_TEMPLATE = re.compile(r"\{\{([^{}]*)\}\}")
 _INNER_TABLE = re.compile(r"\{\|(?:(?!\{\||\|\}).)*\|\}", re.S)
-
-
 _INNER_LINK = re.compile(r"\[\[([^\[\]|\n]*)(?:\|([^\[\]]*))?\]\]")
-_BOLD_ITALIC = re.compile(r"'{5}|'{3}|'{2}")
+# runs of two or more apostrophes are italic/bold markup; four between letters are an
+# apostrophe and bold ("Smith''''s"); others, also what an empty ''{{template}}''
+# leaves, are dropped whole
+_APOSTROPHE_BOLD = re.compile(r"(?<=\w)'{4}(?=\w)")
+_QUOTE_RUN = re.compile(r"'{2,}")
+# templates whose argument is running text (a word in another language or script, an
+# emphasis): the positional argument kept (1-based; -1: the last); all others vanish
+TEXT_TEMPLATES = {"lang": -1, "transl": -1, "transliteration": -1, "em": 1, "nowrap": 1,
+                  "nobr": 1, "small": 1, "smaller": 1, "big": 1, "visible anchor": 1,
+                  "nihongo": 1, "script": -1}
 
 
-def strip_bulk(wikitext: str, file_ns: Optional[set] = None, cat_ns: Optional[set] = None) -> str:
-    """Remove comments, references, templates and tables, resolve simple wikilinks and
-    drop bold/italic quotes with regexes, innermost first; mwparserfromhell then has
-    little left to parse (it is the slow part).
+def _template_text(body: str) -> str:
+    name, _, args = body.partition("|")
+    name = _ns_key(name)
+    which = TEXT_TEMPLATES.get(name, 1 if re.match(r"lang-[a-z]{2,3}$", name) else None)
+    if which is None or not args:
+        return ""
+    positional = [a for a in args.split("|") if "=" not in a]
+    if not positional or (which > 0 and len(positional) < which):
+        return ""
+    text = positional[which - 1 if which > 0 else -1].strip()
+    return "" if _RESIDUE.search(text) else text
+
+
+def strip_bulk(wikitext: str, file_ns: Optional[set] = None, cat_ns: Optional[set] = None,
+               other_ns: Optional[set] = None) -> str:
+    """Remove comments and references, resolve simple wikilinks, remove templates (but
+    keep the text of ``TEXT_TEMPLATES``) and tables, and drop bold/italic quotes with
+    regexes, innermost first; mwparserfromhell then has little left to parse (it is
+    the slow part).
 
     What the regexes miss (unbalanced brackets) is left for mwparserfromhell and the
     final residue check.
     """
-    file_ns = FILE_NAMESPACES if file_ns is None else file_ns
-    cat_ns = CATEGORY_NAMESPACES if cat_ns is None else cat_ns
+    ns = (FILE_NAMESPACES if file_ns is None else file_ns,
+          CATEGORY_NAMESPACES if cat_ns is None else cat_ns,
+          OTHER_NAMESPACES if other_ns is None else other_ns)
     text = _COMMENT.sub("", wikitext)
     text = _REF.sub("", text)
-    for pattern in (_INNER_TEMPLATE, _INNER_TABLE):
-        for _ in range(30):
-            text, n = pattern.subn("\n" if pattern is _INNER_TABLE else "", text)
-            if not n:
-                break
 
     def link(m: re.Match) -> str:
-        target, label = m.group(1).strip(), m.group(2)
-        colon = target.startswith(":")
-        prefix, sep, _ = target.lstrip(":").partition(":")
-        prefix = prefix.strip().lower()
-        if sep and not colon and (prefix in file_ns or prefix in cat_ns or _INTERWIKI.match(prefix)):
-            return ""
-        if label is not None:
-            return label
-        return "" if target.startswith("#") else target.lstrip(":").split("#", 1)[0]
+        return _link_text(m.group(1), m.group(2), ns)
 
     for _ in range(10):
         text, n = _INNER_LINK.subn(link, text)
         if not n:
             break
-    return _BOLD_ITALIC.sub("", text)
+    for _ in range(30):
+        text, n = _INNER_TEMPLATE.subn(lambda m: _template_text(m.group(1)), text)
+        if not n:
+            break
+    for _ in range(30):
+        text, n = _INNER_TABLE.subn("\n", text)
+        if not n:
+            break
+    for _ in range(10):  # links whose label held a template
+        text, n = _INNER_LINK.subn(link, text)
+        if not n:
+            break
+    return _QUOTE_RUN.sub("", _APOSTROPHE_BOLD.sub("'", text))
