@@ -337,7 +337,7 @@ def score_pair(cfg: Config, run: RunDir, src: str, tgt: str, knn: dict, sentence
 
         scorer = load_scorer(cfg.score.scorer)
         pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids, tgt_ids,
-                                sentences)
+                                sentences, knn)
         cands = learned_retrieval(scorer, pool, x, retrieval)
     else:
         cands = combine(*bests, retrieval)
@@ -389,7 +389,7 @@ def run_pool_features(cfg: Config, work_dir, src: str, tgt: str):
     src_ids, src_mean, tgt_ids, tgt_mean, bests = direction_bests(
         cfg.score.margin, knn, LocalExecutor(1), f"{src}-{tgt}")
     pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids, tgt_ids,
-                            sentences)
+                            sentences, knn)
     return pool, x, src_ids, tgt_ids
 
 
@@ -416,14 +416,33 @@ def candidate_texts(shards: list, ids: np.ndarray, rows: np.ndarray
                           .astype(np.float64)))  # null: no LID ran
 
 
+def top_sims(paths: list, n_top: int = 2) -> np.ndarray:
+    """The ``n_top`` best neighbour similarities (n, n_top) float64 of every query of
+    one direction's neighbour shards, in their order; a missing neighbour (fewer than
+    ``n_top`` found, or k < ``n_top``) repeats the last one found (-inf: none)."""
+    blocks = []
+    for p in paths:
+        sims = read_parquet(p, columns=["nbr_sims"]).column("nbr_sims").combine_chunks()
+        k = sims.type.list_size
+        m = sims.values.to_numpy(zero_copy_only=False).reshape(len(sims), k)[:, :n_top]
+        blocks.append(m.astype(np.float64))
+    top = np.concatenate(blocks) if blocks else np.zeros((0, n_top))
+    if top.shape[1] < n_top:
+        top = np.concatenate([top] + [top[:, -1:]] * (n_top - top.shape[1]), axis=1)
+    for j in range(1, n_top):
+        top[:, j] = np.where(np.isfinite(top[:, j]), top[:, j], top[:, j - 1])
+    return top
+
+
 def pool_features(cfg: Config, src: str, tgt: str, bests: tuple, src_mean: np.ndarray,
                   tgt_mean: np.ndarray, src_ids: np.ndarray, tgt_ids: np.ndarray,
-                  sentences: dict):
+                  sentences: dict, knn: dict):
     """The pooled best pairs of both directions (``miner.scorer.pool_candidates``) and
     their features (``miner.scorer.features``): cosines and neighbourhood means from
     the neighbour files, texts and LID probabilities from the sentence shards (LID is
     run on the candidates' sentences when a side's shards carry none: ``mine pair``,
-    ``mine eval``)."""
+    ``mine eval``); each side's best two neighbour similarities from ``knn`` (the
+    neighbour shards of both directions)."""
     from miner.margin import BOTH
     from miner.scorer import cosines, features, lid_probs, pool_candidates
 
@@ -437,7 +456,9 @@ def pool_features(cfg: Config, src: str, tgt: str, bests: tuple, src_mean: np.nd
             lid = lid_probs(text.to_pylist(), lang, cfg.prepare.lid_model)
         sides.append((text, lid))
     (st, sl), (tt, tl) = sides
-    return pool, features(cos, ms, mt, pool.direction == BOTH, st, tt, sl, tl)
+    top_s, top_t = top_sims(knn["fwd"])[pool.src], top_sims(knn["bwd"])[pool.tgt]
+    return pool, features(cos, ms, mt, pool.direction == BOTH, st, tt, sl, tl,
+                          top_src=top_s, top_tgt=top_t)
 
 
 def write_candidates(executor, run: RunDir, src: str, tgt: str,

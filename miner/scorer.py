@@ -8,14 +8,14 @@ candidates of a split with gold pairs (``mine eval bucc --learn FILE``) and stor
 a small JSON file that ``--scorer FILE`` loads (``--scorer default``: the one shipped
 for mUSE, fitted on the BUCC training splits of de, fr, ru and zh).
 
-The regression is a few lines of numpy (Newton's method with an L2 penalty): 15
+The regression is a few lines of numpy (Newton's method with an L2 penalty): 18
 features and a few thousand candidates need no library, and a dependency such as
 scikit-learn (tens of MB, compiled) for one ``fit`` would be out of proportion.
 
 Everything here is pure and vectorised over arrays (no Python loop per candidate):
 ``text_features`` uses pyarrow's string kernels and one ``pandas.factorize`` of the
-tokens; ``features`` adds the margins; the score stage (``miner.score``) does the
-I/O. The stored score of a candidate is the regression's logit (not a probability:
+tokens; ``features`` adds the margins and the neighbour gaps; the score stage
+(``miner.score``) does the I/O. The stored score of a candidate is the regression's logit (not a probability:
 float64 logits keep the order of the best candidates, probabilities round to 1.0).
 """
 
@@ -52,6 +52,9 @@ FEATURES = (
     "anchor_overlap",   # script-independent tokens (digits, Latin words in non-Latin
                         # text, capitalised names) found on the other side, as a share
     "anchor_any",       # either side has such tokens
+    "gap_src",          # cos - the source's best other neighbour (> 0: the pair is its best)
+    "gap_tgt",          # cos - the target's best other neighbour
+    "ratio_2",          # ratio margin over each side's two best neighbours (k=2)
 )
 
 # punctuation classes as UTF-8 byte sequences: ? ! brackets quotes : ;
@@ -241,18 +244,33 @@ def text_features(src_texts, tgt_texts) -> dict[str, np.ndarray]:
     return out
 
 
-def features(cos, mean_src, mean_tgt, mutual, src_texts, tgt_texts, lid_src, lid_tgt
-             ) -> np.ndarray:
+def _rival(cos: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """A side's best neighbour other than the pair's: its second best when the pair is
+    its best (within float32 rounding), else its best."""
+    return np.where(cos >= top[:, 0] - 1e-5, top[:, 1], top[:, 0])
+
+
+def features(cos, mean_src, mean_tgt, mutual, src_texts, tgt_texts, lid_src, lid_tgt,
+             top_src=None, top_tgt=None) -> np.ndarray:
     """The feature matrix (p, len(FEATURES)) float64 of p candidates: their cosines,
     both sides' neighbourhood means, whether they are mutual best neighbours, texts,
-    and LID probabilities (all (p,))."""
+    and LID probabilities (all (p,)); ``top_src``, ``top_tgt`` (p, 2): each side's two
+    best neighbour similarities (None: the pair's cosine twice)."""
     cos = np.asarray(cos, np.float64)
+    tops = [np.column_stack([cos, cos]) if t is None else np.asarray(t, np.float64)
+            for t in (top_src, top_tgt)]
+    # a side without neighbours (an approximate index found none): no gap
+    tops = [np.where(np.isfinite(t), t, cos[:, None]) for t in tops]
+    denom2 = (tops[0].mean(axis=1) + tops[1].mean(axis=1)) / 2 if len(cos) else cos
     denom = (np.asarray(mean_src, np.float64) + np.asarray(mean_tgt, np.float64)) / 2
     cols = {"cos": cos, "ratio": cos / np.where(denom == 0, 1e-9, denom),
             "distance": cos - denom, "mean_src": np.asarray(mean_src, np.float64),
             "mean_tgt": np.asarray(mean_tgt, np.float64),
             "mutual": np.asarray(mutual, np.float64),
             "lid_src": np.asarray(lid_src, np.float64), "lid_tgt": np.asarray(lid_tgt, np.float64),
+            "gap_src": cos - _rival(cos, tops[0]) if len(cos) else cos,
+            "gap_tgt": cos - _rival(cos, tops[1]) if len(cos) else cos,
+            "ratio_2": cos / np.where(denom2 == 0, 1e-9, denom2),
             **text_features(src_texts, tgt_texts)}
     return np.column_stack([cols[name] for name in FEATURES]) if len(cos) else \
         np.zeros((0, len(FEATURES)))

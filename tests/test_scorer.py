@@ -116,3 +116,20 @@ def test_eval_bucc_learn_on_the_examples(tmp_path):
                                   "--scorer", str(out)])
     assert r.exit_code == 0, r.output
     assert f"scorer={out}" in r.output
+
+
+def test_neighbour_features_from_each_sides_best_two():
+    cos = np.array([0.9, 0.7, 0.8])
+    top_s = np.array([[0.9, 0.6], [0.8, 0.7], [0.8, 0.8]])  # best, not best, a tie
+    top_t = np.array([[0.9, 0.5], [0.7, 0.7], [0.9, 0.8]])
+    x = features(cos, np.full(3, 0.5), np.full(3, 0.5), np.zeros(3), ["a"] * 3, ["b"] * 3,
+                 np.ones(3), np.ones(3), top_src=top_s, top_tgt=top_t)
+    col = {n: x[:, i] for i, n in enumerate(FEATURES)}
+    assert np.allclose(col["gap_src"], [0.3, -0.1, 0.0])
+    assert np.allclose(col["gap_tgt"], [0.4, 0.0, -0.1])
+    assert np.allclose(col["ratio_2"], cos / ((top_s.mean(1) + top_t.mean(1)) / 2))
+    # without neighbour similarities: no gap, ratio 1
+    x = features(cos, np.full(3, 0.5), np.full(3, 0.5), np.zeros(3), ["a"] * 3, ["b"] * 3,
+                 np.ones(3), np.ones(3))
+    assert np.allclose(x[:, FEATURES.index("gap_src")], 0)
+    assert np.allclose(x[:, FEATURES.index("ratio_2")], 1)
