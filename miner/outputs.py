@@ -29,11 +29,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -196,12 +195,9 @@ class BitextStage(Stage):
         self.name = f"bitext/{src}-{tgt}"
 
     def check(self, ctx) -> None:
-        d = ctx.run.scores(self.src, self.tgt)
-        parts = ctx.outputs_of(f"score/{self.src}-{self.tgt}", d) \
-            if ctx.manifest.stage(f"score/{self.src}-{self.tgt}") else None
-        self.parts = parts or RunDir.shards(d)
-        if not self.parts:
-            raise MinerError(f"{d}: no scored candidates (part-*.parquet); run `mine score` first")
+        self.parts = ctx.input_shards(f"score/{self.src}-{self.tgt}",
+                                      ctx.run.scores(self.src, self.tgt),
+                                      "no scored candidates (part-*.parquet); run `mine score` first")
 
     def finish_fingerprint(self, ctx):
         import dataclasses

@@ -116,22 +116,34 @@ class RunDir:
     def bitext_parquet(self, src: str, tgt: str) -> AnyPath:
         return self.bitext(src, tgt) / "bitext.parquet"
 
+    def _bitext_temp(self, src: str, tgt: str, kind: str) -> AnyPath:
+        """``bitext/.{pair}.{kind}``: the bitext stage's folders while it runs."""
+        return self.bitext_root / f".{pair_name(src, tgt)}.{kind}"
+
     def bitext_staging(self, src: str, tgt: str) -> AnyPath:
         """Where the bitext files are written before they are published together."""
-        return self.root / "bitext" / f".{pair_name(src, tgt)}.new"
+        return self._bitext_temp(src, tgt, "new")
 
     def bitext_retired(self, src: str, tgt: str) -> AnyPath:
         """The previous bitext folder while the new one takes its place."""
-        return self.root / "bitext" / f".{pair_name(src, tgt)}.old"
+        return self._bitext_temp(src, tgt, "old")
 
     def bitext_parts(self, src: str, tgt: str) -> AnyPath:
         """The filter tasks' survivors while the bitext is written."""
-        return self.root / "bitext" / f".{pair_name(src, tgt)}.parts"
+        return self._bitext_temp(src, tgt, "parts")
 
     def bitext_pairs(self) -> list[str]:
         """Pairs (``"de-en"``) that have a published ``bitext.parquet``."""
-        d = self.root / "bitext"
+        d = self.bitext_root
         return sorted(p.parent.name for p in d.glob("*/bitext.parquet")) if d.is_dir() else []
+
+    def retired_bitext(self) -> Iterator[tuple[AnyPath, AnyPath]]:
+        """``(retired folder, the published folder it was)`` for each ``.{pair}.old``
+        a publish that was interrupted left behind."""
+        d = self.bitext_root
+        if d.is_dir():
+            for old in d.glob(".*.old"):
+                yield old, d / old.name[1:-len(".old")]
 
     @property
     def report_json(self) -> AnyPath:
@@ -173,7 +185,7 @@ class RunDir:
             for pair in scores.iterdir():
                 if (pair / ".shuffle").is_dir():
                     yield pair / ".shuffle"
-        bitext = self.root / "bitext"
+        bitext = self.bitext_root
         if bitext.is_dir():
             for d in bitext.iterdir():
                 if d.name.startswith(".") and d.name.endswith((".new", ".parts")) and d.is_dir():

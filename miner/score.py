@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -280,15 +279,11 @@ class ScoreStage(Stage):
         self.name = f"score/{src}-{tgt}"
 
     def check(self, ctx) -> None:
-        self.knn = {}
-        for direction in DIRECTIONS:
-            d = ctx.run.knn(self.src, self.tgt, direction)
-            paths = ctx.outputs_of(f"knn/{self.src}-{self.tgt}", d) \
-                if ctx.manifest.stage(f"knn/{self.src}-{self.tgt}") else None
-            self.knn[direction] = paths or RunDir.shards(d)
-            if not self.knn[direction]:
-                raise MinerError(f"{d}: no neighbour shards (run `mine knn {ctx.run} "
-                                 f"--pair {self.src}-{self.tgt}` first)")
+        pair = f"{self.src}-{self.tgt}"
+        self.knn = {d: ctx.input_shards(f"knn/{pair}", ctx.run.knn(self.src, self.tgt, d),
+                                        f"no neighbour shards (run `mine knn {ctx.run} "
+                                        f"--pair {pair}` first)")
+                    for d in DIRECTIONS}
         self.sentences = {lang: sentence_shards(ctx, lang) for lang in (self.src, self.tgt)}
 
     def finish_fingerprint(self, ctx):

@@ -217,19 +217,22 @@ class RunContext:
             return rec["digest"]
         return describe_file(p)["digest"]
 
-    def outputs_of(self, stage: str, directory) -> Optional[list]:
-        """The files under ``directory`` that stage ``stage`` recorded, in order (None
-        when it recorded none); a recorded file that is gone is an error naming it."""
+    def input_shards(self, stage: str, directory, missing: str) -> list:
+        """A stage's input: the files under ``directory`` that stage ``stage`` recorded,
+        in order (one that is gone is an error naming it), or, when it recorded none
+        (a folder written by other means), the ``part-*.parquet`` files there. None at
+        all is the error ``{directory}: {missing}``."""
         rel = self.run.relative(directory).rstrip("/") + "/"
-        files = self.manifest.stage_outputs(stage)
-        if files is None:
-            return None
-        mine = sorted(f for f in files if f.startswith(rel) and "/" not in f[len(rel):])
+        mine = sorted(f for f in self.manifest.stage_outputs(stage) or ()
+                      if f.startswith(rel) and "/" not in f[len(rel):])
         for f in mine:
             if not self.run.resolve(f).exists():
                 raise MinerError(f"{self.run.resolve(f)}: missing (written by {stage}); "
                                  f"rerun `mine run` or the {stage.split('/')[0]} stage")
-        return [self.run.resolve(f) for f in mine]
+        shards = [self.run.resolve(f) for f in mine] or RunDir.shards(directory)
+        if not shards:
+            raise MinerError(f"{directory}: {missing}")
+        return shards
 
 
 def _under(path, run: RunDir) -> bool:
@@ -414,14 +417,11 @@ def _cleanup_temp_dirs(run: RunDir) -> None:
     for d in run.temp_dirs():
         log.info("removing %s (left by an interrupted run)", d)
         rmtree(d)
-    bitext = run.bitext_root
-    if bitext.is_dir():
-        for old in list(bitext.glob(".*.old")):
-            live = bitext / old.name[1:-len(".old")]
-            if not live.exists():
-                old.rename(live)  # the swap was interrupted: keep the published version
-            else:
-                rmtree(old)
+    for old, live in list(run.retired_bitext()):
+        if not live.exists():
+            old.rename(live)  # the swap was interrupted: keep the published version
+        else:
+            rmtree(old)
 
 
 def run_stage(stage: Stage, cfg: Config, out_dir=None, executor: Optional[Executor] = None,

@@ -22,7 +22,6 @@ from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard
 from miner.formats.sentences import read_sentences
 from miner.rundir import RunDir
 from miner.stage import Result, Stage, Task
-from miner.storage import as_path
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +29,8 @@ log = logging.getLogger(__name__)
 def sentence_shards(ctx, lang: str) -> list:
     """The sentence shards of a language, in order: those prepare recorded when it
     did (a missing one is an error naming it), else those in the folder."""
-    directory = ctx.run.sentences(lang)
-    shards = ctx.outputs_of("prepare", directory) if ctx.manifest.stage("prepare") else None
-    if not shards:
-        shards = RunDir.shards(directory)
-    if not shards:
-        raise MinerError(f"{directory}: no sentence shards "
-                         f"(run `mine prepare ... --lang {lang} --out {ctx.run}` first)")
-    return shards
+    return ctx.input_shards("prepare", ctx.run.sentences(lang), "no sentence shards "
+                            f"(run `mine prepare ... --lang {lang} --out {ctx.run}` first)")
 
 
 class EmbedWorker:

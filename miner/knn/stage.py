@@ -48,14 +48,8 @@ log = logging.getLogger(__name__)
 def embedding_shards(ctx, lang: str) -> list:
     """The embedding shards of a language, in order: those embed recorded when it did
     (a missing one is an error naming it), else those in the folder."""
-    directory = ctx.run.embeddings(lang)
-    shards = ctx.outputs_of(f"embed/{lang}", directory) \
-        if ctx.manifest.stage(f"embed/{lang}") else None
-    shards = shards or RunDir.shards(directory)
-    if not shards:
-        raise MinerError(f"{directory}: no embedding shards (run `mine embed {ctx.run} "
-                         f"--lang {lang}` first)")
-    return shards
+    return ctx.input_shards(f"embed/{lang}", ctx.run.embeddings(lang), "no embedding shards "
+                            f"(run `mine embed {ctx.run} --lang {lang}` first)")
 
 
 def knn_shards(out_dir, src: str, tgt: str, direction: str) -> list:
