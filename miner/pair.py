@@ -4,7 +4,8 @@ A thin case of the staged pipeline: the lines (unified: a repeated line counts o
 become sentence shards directly (cleaned as prepare cleans sentences: NFC, no NUL,
 control or zero-width characters), with no splitting, length or language filtering,
 then the same ``embed``, ``knn`` and ``score`` stages as ``mine run`` produce the
-candidates, which are written best first. With ``--work DIR`` the stage outputs are
+candidates, which pass the bitext stage's threshold and filters (the defaults of
+``mine run``) and are written best first. With ``--work DIR`` the stage outputs are
 kept there and a rerun resumes; otherwise they live in a temporary directory.
 
 ``mine_sentences`` is that sequence (sentence shards -> embed -> knn -> score) for
@@ -49,10 +50,12 @@ def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, sourc
     first occurrence's doc_id kept; returns how many. ``source``: the ``source``
     column and the name in errors."""
     from miner.formats.sentences import SCHEMA, ShardWriter
+    from miner.readers import source_name
     from miner.sentences import normalize_text, sentence_hash
 
     seen: set[int] = set()
     columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+    source_column = source_name(source) if source else source  # a file name, not a path
     for doc_id, line in rows:
         text = normalize_text(line, punctuation)  # as prepare does: NFC, no controls
         if not text:
@@ -61,8 +64,10 @@ def write_sentence_shards(rows: Rows, lang: str, out_dir, shard_size: int, sourc
         if h in seen:
             continue
         seen.add(h)
-        for name, value in zip(SCHEMA.names, (h, text, lang, None, source, doc_id, "", 0)):
-            columns[name].append(value)
+        row = {"id": h, "text": text, "lang": lang, "source": source_column,
+               "doc_id": doc_id, "position": 0}
+        for name in SCHEMA.names:  # columns not named (lid_prob, title, ...): null
+            columns[name].append(row.get(name))
     if not seen:
         raise MinerError(f"{source}: holds only blank lines")
     writer = ShardWriter(RunDir(out_dir).sentences(lang), shard_size)
@@ -114,20 +119,21 @@ def mine_sentences(src_rows: Rows, tgt_rows: Rows, src_lang: str, tgt_lang: str,
 
 
 def mine_files(src_path: str | Path, tgt_path: str | Path, src_lang: str, tgt_lang: str,
-               cfg: Config, work_dir: str | Path) -> pa.Table:
-    """``mine_sentences`` over the lines of two files in ``work_dir``; the scored
-    candidates, best first, with ``score >= threshold`` when one is set."""
+               cfg: Config, work_dir: str | Path) -> tuple[pa.Table, dict]:
+    """``mine_sentences`` over the lines of two files in ``work_dir``, then the bitext
+    stage of ``mine run`` (its threshold, default 1.30 for muse with the ratio margin,
+    and its filters, as ``cfg`` sets them); the kept pairs (``score``, ``src_text``,
+    ``tgt_text``), best first, and the stage's counts (``candidates``, ``kept``,
+    ``dropped`` per filter)."""
     from miner.formats import read_parquet
+    from miner.outputs import write_bitext
 
-    parts = mine_sentences(file_rows(src_path), file_rows(tgt_path), src_lang, tgt_lang, cfg,
-                           work_dir, sources=(str(src_path), str(tgt_path)))
-    table = pa.concat_tables(read_parquet(p, columns=["score", "src_text", "tgt_text"])
-                             for p in parts)
-    if cfg.score.threshold is not None:
-        import pyarrow.compute as pc
-
-        table = table.filter(pc.greater_equal(table["score"], cfg.score.threshold))
-    return table
+    mine_sentences(file_rows(src_path), file_rows(tgt_path), src_lang, tgt_lang, cfg,
+                   work_dir, sources=(str(src_path), str(tgt_path)))
+    counts = write_bitext(cfg, work_dir, src_lang, tgt_lang)
+    table = read_parquet(RunDir(work_dir).bitext_parquet(src_lang, tgt_lang),
+                         columns=["score", "src_text", "tgt_text"])
+    return table, counts
 
 
 @contextlib.contextmanager
@@ -177,9 +183,12 @@ def check_output(output: str | Path, inputs: Iterable[str | Path]) -> None:
             raise MinerError(f"{out}: is the input {path}; write the pairs to another file")
 
 
-def check_langs(src_lang: str, tgt_lang: str) -> None:
-    for code in (src_lang, tgt_lang):
-        if not (code.isascii() and code.isalpha() and code.islower() and 2 <= len(code) <= 3):
-            raise MinerError(f"unknown language code {code!r}: expected an ISO 639 code like de")
-    if src_lang == tgt_lang:
+def check_langs(src_lang: str, tgt_lang: str) -> tuple[str, str]:
+    """The two codes, canonical (``miner.langs.normalise_lang``: ``deu_Latn`` -> ``de``);
+    MinerError for a code that is not a language or one language twice."""
+    from miner.langs import normalise_lang
+
+    src, tgt = normalise_lang(src_lang), normalise_lang(tgt_lang)
+    if src == tgt:
         raise MinerError(f"language pair {src_lang}-{tgt_lang}: source and target are the same")
+    return src, tgt

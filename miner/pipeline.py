@@ -64,15 +64,23 @@ def run_pipeline(cfg: Config, progress=print) -> dict:
 def run_stages(cfg: Config, stages: list[Stage], progress=print, timings: dict | None = None,
                record_run: bool = False) -> dict[str, dict]:
     """Run ``stages`` over ``cfg.out`` on the executor ``cfg`` names, under the run
-    lock; returns each stage's counts. ``record_run``: also record the config and the
-    timings as the manifest's ``run`` entry."""
-    from miner.executor import executor_for
+    lock; returns each stage's counts. ``record_run``: also record the manifest's
+    ``run`` entry: the config, versions, start and end of this run, the seconds each
+    stage took this time and the stages it skipped (``miner.manifest``)."""
+    import time
 
+    from miner.executor import executor_for
+    from miner.manifest import utc_now, versions
+
+    start, started = time.time(), utc_now()
     with executor_for(cfg) as executor, Runner(cfg, executor, progress) as runner:
         counts = runner.run_all(stages)
         if timings is not None:
             timings.update(runner.timings)
         if record_run:
-            runner.manifest.set("run", {"config": cfg.to_dict(), "timings": runner.timings})
+            runner.manifest.set("run", {"config": cfg.to_dict(), "versions": versions(),
+                                        "started": started, "ended": utc_now(),
+                                        "seconds": round(time.time() - start, 3),
+                                        "timings": runner.timings, "skipped": runner.skipped})
             runner.manifest.flush()
     return counts

@@ -110,8 +110,9 @@ def prepare(cfg: Config, inputs: list[str], langs: list[str], out_dir: str | Pat
             executor: Optional[Executor] = None, progress=None) -> dict:
     """Run the stage on its own; returns counts ``{lang: {reason: n}}``.
 
-    ``langs`` accepts 2- or 3-letter codes; output directories use ``normalize_lang``
-    codes. Raises MinerError on bad inputs or settings.
+    ``langs`` accepts codes in any form (``de``, ``deu``, ``deu_Latn``); output
+    directories use the canonical ``miner.langs.normalise_lang`` codes. Raises
+    MinerError on bad inputs or settings.
     """
     from miner.stage import run_stage
 
@@ -159,7 +160,8 @@ def stage_name(path: str, cfg: Config, langs: list[str]) -> str:
     settings = {k: v for k, v in cfg.to_dict()["prepare"].items() if k != "workers"}
     settings["lid_thresholds"] = {normalize_lang(k): v for k, v in settings["lid_thresholds"].items()}
     where = str(p.resolve()) if isinstance(p, Path) else str(p)
-    blob = json.dumps([where, st.st_size, st.st_mtime_ns, langs, settings],
+    # the staged files' columns too: staging written before a schema change is redone
+    blob = json.dumps([where, st.st_size, st.st_mtime_ns, langs, settings, SCHEMA.names],
                       sort_keys=True, default=str)
     return f"{p.name}-{xxhash.xxh64_hexdigest(blob.encode())}"
 
@@ -218,7 +220,7 @@ def plan_parts(inputs: list[str], cfg: Config, executor: Optional[Executor] = No
                 parts.append(InputPart(path))
         elif fmt == "parquet":
             parts.extend(_parquet_parts(path, chunk))
-        elif fmt in ("text", "jsonl") and compression_of(path) is None and not (
+        elif fmt in ("text", "sentences", "jsonl") and compression_of(path) is None and not (
                 fmt == "text" and cfg.prepare.paragraphs):
             pieces = [(path, s, min(s + chunk, size)) for s in range(0, size, chunk)]
             ranges.extend(pieces)
@@ -286,11 +288,15 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
             doc_lang = document_language(doc.text, langs, lid)
             c = counts[doc_lang]
             c["documents"] += 1
-            for position, raw in enumerate(split_sentences(doc.text, doc_lang)):
+            whole = doc.position is not None  # --format sentences: a line is a sentence
+            pieces = ((doc.position, doc.text),) if whole else \
+                enumerate(split_sentences(doc.text, doc_lang))
+            for position, raw in pieces:
                 c["sentences"] += 1
                 n_sents += 1
                 text = normalize_text(raw, p.normalize_punctuation)
-                reason = length_reason(text, p.min_chars, p.max_chars)
+                reason = (line_length_reason(text, p.min_chars, p.max_chars) if whole
+                          else length_reason(text, p.min_chars, p.max_chars))
                 if reason:
                     c[reason] += 1
                     continue
@@ -308,8 +314,9 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
                     if lang is None:
                         c["wrong_language"] += 1
                         continue
-                writers[lang].add(sentence_hash(text), text, lang, prob, str(path), doc.doc_id,
-                                  doc.url_or_title, position)
+                writers[lang].add(id=sentence_hash(text), text=text, lang=lang, lid_prob=prob,
+                                  source=doc.source, doc_id=doc.doc_id, title=doc.title,
+                                  url=doc.url, revision=doc.revision, position=position)
             bar.update(1)
             if bar.n % 50 == 0:
                 bar.set_postfix(sents_per_s=f"{n_sents / max(time.time() - start, 1e-9):.0f}")
@@ -319,6 +326,17 @@ def prepare_file(path: str, cfg: Config, langs: list[str], stage_dir: str | Path
         for w in writers.values():
             w.abort()
     return counts, files
+
+
+def line_length_reason(text: str, min_chars: int, max_chars: int) -> str | None:
+    """``length_reason`` for a line given as one sentence (``--format sentences``): the
+    character bounds only. The fragment rules are not applied: they catch what sentence
+    splitting and markup removal leave, and such a line was not split (an odd quote or
+    a bracket left open is the author's)."""
+    n = len(text)
+    if n < min_chars or n == 0:
+        return "too_short"
+    return "too_long" if n > max_chars else None
 
 
 def document_language(text: str, langs: list[str], lid) -> str:

@@ -85,6 +85,11 @@ class RunDir:
     def sentences(self, lang: str) -> AnyPath:
         return self.root / "sentences" / lang
 
+    def sentence_langs(self) -> list[str]:
+        """Languages with sentence shards (``sentences/{lang}/part-*.parquet``), sorted."""
+        d = self.root / "sentences"
+        return sorted(p.name for p in d.iterdir() if self.shards(p)) if d.is_dir() else []
+
     # -- embed, knn ----------------------------------------------------------------
     def embeddings(self, lang: str) -> AnyPath:
         return self.root / "embeddings" / lang

@@ -54,7 +54,8 @@ from miner.storage import as_path, rmtree
 
 log = logging.getLogger(__name__)
 
-PROVENANCE = ("text", "doc_id", "url_or_title", "source", "lid_prob")
+# the sentence shard columns each candidate carries for both sides ({src,tgt}_{column})
+PROVENANCE = ("text", "doc_id", "title", "url", "revision", "position", "source", "lid_prob")
 
 
 def ids_to_rows(ids: np.ndarray, query: np.ndarray, index=None) -> np.ndarray:
@@ -204,11 +205,10 @@ def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
             tables.append(read_parquet(source, filters=[("pos", ">=", start),
                                                          ("pos", "<", stop)]))
     if not tables:  # no candidates
-        tables = [pa.table({"pos": pa.array([], pa.int64()), "text": pa.array([], pa.string()),
-                            "doc_id": pa.array([], pa.string()),
-                            "url_or_title": pa.array([], pa.string()),
-                            "source": pa.array([], pa.string()),
-                            "lid_prob": pa.array([], pa.float32())})]
+        from miner.formats.sentences import SCHEMA
+
+        tables = [pa.table({"pos": pa.array([], pa.int64()),
+                            **{c: pa.array([], SCHEMA.field(c).type) for c in PROVENANCE}})]
     table = pa.concat_tables(tables)
     pos = table.column("pos").to_numpy()
     want = np.arange(start, stop)
@@ -233,15 +233,23 @@ def write_part(job: PartJob) -> str:
         "score": pa.array(job.score, pa.float64()),
         "direction": pa.array(directions[job.direction.astype(np.int64) - 1].tolist(),
                               pa.string()),
-        "src_doc_id": s.column("doc_id"), "tgt_doc_id": t.column("doc_id"),
-        "src_url_or_title": s.column("url_or_title"), "tgt_url_or_title": t.column("url_or_title"),
-        "src_source": s.column("source"), "tgt_source": t.column("source"),
+        # doc_id, title, url, revision, position, source of each side, as stored
+        **{f"{side}_{c}": table.column(c) for c in PROVENANCE
+           if c not in ("text", "lid_prob") for side, table in (("src", s), ("tgt", t))},
         "src_lid_prob": s.column("lid_prob").cast(pa.float32()),
         "tgt_lid_prob": t.column("lid_prob").cast(pa.float32()),
     }, schema=SCORE_SCHEMA)
     with atomic_path(job.path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        # dictionaries only where values repeat (documents, sources, directions):
+        # on unique texts, ids and scores they are built, overflow and are dropped,
+        # which took half of the write time
+        pq.write_table(table, tmp, compression="zstd",
+                       use_dictionary=[c for c in table.column_names if c not in UNIQUE_COLUMNS])
     return job.path
+
+
+# score parts' columns whose values (nearly) never repeat: written without a dictionary
+UNIQUE_COLUMNS = ("src_id", "tgt_id", "src_text", "tgt_text", "score")
 
 
 def _sentence_rows(shards: list, knn_ids: np.ndarray, rows: np.ndarray
@@ -261,7 +269,9 @@ def _sentence_rows(shards: list, knn_ids: np.ndarray, rows: np.ndarray
 def _side_jobs(shards: list[Path], shard_of: np.ndarray, local: np.ndarray
                ) -> list[GatherJob]:
     # one stable sort groups the candidate positions by shard, ascending within each
-    order = np.argsort(shard_of, kind="stable").astype(np.int64)
+    # (a single shard needs none)
+    order = (np.arange(len(shard_of), dtype=np.int64) if len(shards) == 1
+             else np.argsort(shard_of, kind="stable").astype(np.int64))
     bounds = np.searchsorted(shard_of[order], np.arange(len(shards) + 1))
     jobs = []
     for i, path in enumerate(shards):

@@ -8,7 +8,7 @@ candidates of a split with gold pairs (``mine eval bucc --learn FILE``) and stor
 a small JSON file that ``--scorer FILE`` loads (``--scorer default``: the one shipped
 for mUSE, fitted on the BUCC training splits of de, fr, ru and zh).
 
-The regression is a few lines of numpy (Newton's method with an L2 penalty): 18
+The regression is a few lines of numpy (Newton's method with an L2 penalty): 19
 features and a few thousand candidates need no library, and a dependency such as
 scikit-learn (tens of MB, compiled) for one ``fit`` would be out of proportion.
 
@@ -49,6 +49,7 @@ FEATURES = (
     "punct_diff",       # | ? ! ( ) quotes : ; | count differences, summed
     "url_agree",        # both or neither side holds a URL
     "lid_src", "lid_tgt",  # LID probability of each side's expected language
+    "lid_min",          # the lower of the two: one side in the wrong language sinks the pair
     "anchor_overlap",   # script-independent tokens (digits, Latin words in non-Latin
                         # text, capitalised names) found on the other side, as a share
     "anchor_any",       # either side has such tokens
@@ -268,6 +269,7 @@ def features(cos, mean_src, mean_tgt, mutual, src_texts, tgt_texts, lid_src, lid
             "mean_tgt": np.asarray(mean_tgt, np.float64),
             "mutual": np.asarray(mutual, np.float64),
             "lid_src": np.asarray(lid_src, np.float64), "lid_tgt": np.asarray(lid_tgt, np.float64),
+            "lid_min": np.minimum(np.asarray(lid_src, np.float64), np.asarray(lid_tgt, np.float64)),
             "gap_src": cos - _rival(cos, tops[0]) if len(cos) else cos,
             "gap_tgt": cos - _rival(cos, tops[1]) if len(cos) else cos,
             "ratio_2": cos / np.where(denom2 == 0, 1e-9, denom2),

@@ -41,7 +41,7 @@ import xxhash
 from miner.config import Config
 from miner.errors import MinerError
 from miner.executor import Executor
-from miner.manifest import Manifest, merge_counts
+from miner.manifest import Manifest, merge_counts, utc_now, versions
 from miner.rundir import RunDir
 from miner.storage import as_path
 
@@ -258,7 +258,8 @@ class Runner:
         self.run_dir = RunDir(root if root is not None else cfg.out)
         self.executor = executor
         self.progress = progress
-        self.timings: dict[str, float] = {}
+        self.timings: dict[str, float] = {}  # seconds each stage took in this run
+        self.skipped: list[str] = []  # stages found current in this run
         self._lock = None
 
     def __enter__(self) -> "Runner":
@@ -299,7 +300,7 @@ class Runner:
         pass's, as recorded) and ``tasks``, ``tasks_run``, ``tasks_skipped`` and
         ``this_run`` (the counts of the tasks run this time)."""
         ctx = self.context()
-        start = time.time()
+        start, started = time.time(), utc_now()
         stage.check(ctx)
         old = self.manifest.stage(stage.name) or {}
         old_tasks = old.get("tasks", {})
@@ -356,15 +357,19 @@ class Runner:
                                  tasks_skipped=len(tasks) - len(pending), this_run=this_run))
         skipped = not pending and not ran_finish
         seconds = round(time.time() - start, 3)
+        timing = {"started": started, "ended": utc_now(), "seconds": seconds,
+                  "versions": versions()}
+        if skipped:  # when, how long and with what the outputs were made: that run's
+            timing = {k: old[k] for k in timing if k in old}
         record.update(counts={k: v for k, v in view.items() if k not in _RUNNER_KEYS},
                       tasks_run=len(pending), tasks_skipped=len(tasks) - len(pending),
-                      seconds=seconds if not skipped else old.get("seconds", seconds),
-                      finished=True)
+                      **timing, finished=True)
         self._remove_stale(old, record)
         self.manifest.set_stage(stage.name, record)
         self.manifest.flush()
         self.timings[stage.name] = seconds
         if skipped:
+            self.skipped.append(stage.name)
             self.progress(f"{stage.name}: up to date, skipped")
         else:
             self.progress(f"{stage.name}: {stage.summary(view)}")

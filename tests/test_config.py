@@ -1,5 +1,7 @@
 """One typed configuration filled by TOML files and flags with the same names."""
 
+from pathlib import Path
+
 import pytest
 
 from miner.config import Config, parse_memory, parse_pair
@@ -216,19 +218,22 @@ def _choice_params(group, path=()):
 
 
 def test_cli_choices_are_the_config_constants():
+    """Every flag with a fixed set of values is generated from a Config field whose
+    choices are a constant of miner.config (the one the stage modules use)."""
     from miner import config
     from miner.cli import main
+    from miner.cli_options import SettingOption
 
-    expected = {"executor": config.EXECUTORS, "encoder": config.ENCODERS,
-                "margin": config.MARGINS, "retrieval": config.RETRIEVALS,
-                "knn_backend": config.KNN_BACKENDS, "format_": config.FORMAT_CHOICES,
-                "embed_dtype": config.EMBED_DTYPES, "index": config.INDEX_KINDS}
+    constants = [v for v in vars(config).values() if isinstance(v, tuple)]
     seen = set()
     for command, param in _choice_params(main):
-        assert param.name in expected, f"mine {command} --{param.name}: not a config constant"
-        assert tuple(param.type.choices) == expected[param.name], f"mine {command} {param.name}"
+        assert isinstance(param, SettingOption), f"mine {command} --{param.name}: not generated"
+        choices = param.setting.meta["choices"]
+        assert any(choices is c for c in constants), f"mine {command} --{param.name}"
+        assert tuple(param.type.choices) == choices, f"mine {command} --{param.name}"
         seen.add(param.name)
-    assert seen == set(expected)
+    assert {"executor", "encoder", "margin", "retrieval", "knn_backend", "format",
+            "embed_dtype", "index"} <= seen
 
 
 # --- the CLI: a bad value fails before any stage runs --------------------------------
@@ -293,3 +298,57 @@ def test_mine_prepare_checks_per_language_lid_threshold(tmp_path):
                      "--lid-threshold", "de=1.5")
     _assert_one_line_error(result, "lid_thresholds[de] = 1.5")
     assert not (tmp_path / "out").exists()
+
+
+# --- the resolved settings as TOML (mine config) and their hash ----------------------
+
+def test_to_toml_reads_back_to_the_same_config_and_hash(tmp_path):
+    import tomllib
+
+    cfg = Config(out='runs/"q" \\ tab\there\x7f ü', pairs=["de-en", "fr-en"],
+                 inputs=["a.txt", "s3://bucket/b.jsonl"])
+    cfg.update({"lid_thresholds": {"de": 0.7, "zh_Hans": 0.25}, "threshold": 1.3,
+                "one_to_one": True, "k": 8, "lid_model": "lid 176.bin"})
+    text = cfg.to_toml({"knn.k": "flag -k"})
+    assert "k = 8  # flag -k" in text and "one_to_one = true  # default" in text
+    assert "# scorer = (unset)  # default" in text  # TOML has no null: a comment line
+    f = tmp_path / "sub" / "printed.toml"
+    f.parent.mkdir()
+    f.write_text(text, encoding="utf-8")
+    back = Config.from_toml(f)
+    assert back.config_hash() == cfg.config_hash()
+    # inputs are written absolute (a URL as it is), so the file can be read from anywhere
+    assert back.inputs == [str((Path.cwd() / "a.txt").absolute()), "s3://bucket/b.jsonl"]
+    assert {**back.to_dict(), "inputs": None} == {**cfg.to_dict(), "inputs": None}
+    assert tomllib.loads(text)["out"] == cfg.out
+
+
+def test_config_hash_covers_every_setting_and_inputs_by_absolute_path():
+    base = Config(inputs=["a.txt"]).config_hash()
+    assert Config(inputs=[str(Path("a.txt").absolute())]).config_hash() == base
+    assert Config(inputs=["b.txt"]).config_hash() != base
+    assert Config(inputs=["a.txt"]).update({"script_min_share": 0.6}).config_hash() != base
+    assert Config(inputs=["a.txt"], seed=1).config_hash() != base
+
+
+def test_update_records_where_each_setting_came_from(tmp_path):
+    f = tmp_path / "run.toml"
+    f.write_text("min_chars = 5\n[knn]\nk = 8\n")
+    origin: dict[str, str] = {}
+    cfg = Config.from_toml(f, origin)
+    cfg.update({"margin": "distance", "k": None}, origin=origin, source="flag --margin")
+    assert origin == {"prepare.min_chars": f"config file {f}", "knn.k": f"config file {f}",
+                      "score.margin": "flag --margin"}
+
+
+def test_docstring_example_is_a_valid_config_with_the_default_threshold():
+    """The example of miner/config.py once set threshold = 1.06, LASER's value, which
+    keeps nearly every mUSE candidate."""
+    import tomllib
+
+    from miner import config
+    from miner.filters import DEFAULT_THRESHOLDS
+
+    example = config.__doc__.split("Example ``run.toml``::")[1]
+    cfg = Config().update(tomllib.loads(example)).validate()
+    assert cfg.score.threshold == DEFAULT_THRESHOLDS[(cfg.embed.encoder, cfg.score.margin)]

@@ -142,3 +142,66 @@ def test_threshold_path_after_the_first_block_is_exact(data, monkeypatch):
     ref_s, ref_i = reference(q, y, 8)
     np.testing.assert_array_equal(ids, ref_i)
     assert np.array_equal(sims.view(np.uint32), ref_s.view(np.uint32))
+
+
+def test_float16_rescore_is_the_exact_dot_product_in_any_order():
+    """float16 rows with |q||y| < 32: float32 products and float64 sums are exact, so
+    the fast path equals a correctly rounded sum (math.fsum) and the float64 path."""
+    import math
+
+    rng = np.random.default_rng(6)
+    for scale in (1.0, 5.0):  # unit vectors, and norms up to 5 (|q||y| = 25 < 32)
+        q = (scale * unit(rng.standard_normal((40, 96)))).astype(np.float16)
+        y = (scale * unit(rng.standard_normal((60, 96)))).astype(np.float16)
+        y[7] = q[3]  # a duplicate: similarity |q|^2
+        rows = rng.integers(0, 40, (40, 5))
+        cols = rng.integers(0, 60, (40, 5))
+        rows[3, 0], cols[3, 0], cols[0, 1] = 3, 7, -1
+        fast = exact_sims(q, y, rows, cols, norm_product=scale * scale * 1.01)
+        slow = exact_sims(q, y, rows, cols)
+        assert np.array_equal(fast.view(np.uint32), slow.view(np.uint32))
+        q64, y64 = q.astype(np.float64), y.astype(np.float64)
+        for (r, c), got in zip(zip(rows.ravel(), cols.ravel()), fast.ravel()):
+            want = -np.inf if c < 0 else np.float32(math.fsum(q64[r] * y64[c]))
+            assert got == want
+        rev = exact_sims(q, y, rows[::-1].copy(), cols[::-1].copy(), norm_product=30.0)[::-1]
+        assert np.array_equal(fast, rev)
+
+
+def test_prepared_database_and_pruned_rescore_give_the_same_result(data):
+    from miner.knn.cpu_bf16 import PreparedDatabase
+
+    q, y = data
+    stats = {}
+    a = knn_torch_bf16(q, y, 4, stats=stats)
+    prepared = PreparedDatabase(y)
+    b = knn_torch_bf16(q[:700], prepared, 4)
+    c = knn_torch_bf16(q[700:], prepared, 4)
+    assert np.array_equal(a[1], np.concatenate([b[1], c[1]]))
+    assert np.array_equal(a[0].view(np.uint32), np.concatenate([b[0], c[0]]).view(np.uint32))
+    # only candidates that can still reach the top k are rescored, never fewer than k
+    assert len(q) * 4 <= stats["rescored"] < len(q) * (2 * 4 + 16)
+    ref_s, ref_i = reference(q, y, 4)
+    np.testing.assert_array_equal(a[1], ref_i)
+    assert np.array_equal(a[0].view(np.uint32), ref_s.view(np.uint32))
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_both_directions_from_one_gemm_equal_two_searches(data, bf16):
+    """knn_torch_bf16_both shortlists each tile along rows (fwd) and columns (bwd):
+    both results are bitwise those of two separate searches, whatever the blocks."""
+    from miner.knn.cpu_bf16 import PreparedDatabase, knn_torch_bf16_both
+
+    q, y = data
+    q, y = q[:1200], y[:5000]
+    y[[10, 4000]] = y[2500]  # duplicates: ties on both sides
+    fwd, bwd = knn_torch_bf16(q, y, 4, bf16=bf16), knn_torch_bf16(y, q, 4, bf16=bf16)
+    px, py = PreparedDatabase(q, bf16), PreparedDatabase(y, bf16)
+    for block, query_block in ((16384, 4096), (1024, 512), (2048, 400)):
+        done = []
+        f, b = knn_torch_bf16_both(px, py, 4, block=block, query_block=query_block,
+                                   on_block=done.append)
+        assert sum(done) == len(q)
+        for got, want in ((f, fwd), (b, bwd)):
+            assert np.array_equal(got[1], want[1])
+            assert np.array_equal(got[0].view(np.uint32), want[0].view(np.uint32))

@@ -123,3 +123,48 @@ def test_mine_knn_command(tmp_path, corpus):
     assert read_knn(tmp_path, "de", "en", "bwd")[1].shape == (2100, 2)
     r = CliRunner().invoke(main, ["knn", str(tmp_path), "--pair", "de-fr"])
     assert r.exit_code == 2 and "no embedding shards" in r.output
+
+
+def test_each_shard_is_decoded_once_for_both_directions(tmp_path, corpus, monkeypatch):
+    """With both sides within the memory budget, the query shards of fwd are the
+    database of bwd: every shard is decoded once per run (and at most once per
+    direction when they do not fit), with the same results either way."""
+    import miner.knn.stage as stage
+
+    write_shards(tmp_path / "a", corpus, 500)
+    write_shards(tmp_path / "b", corpus, 500)
+    reads = []
+    real = stage.load_embeddings
+    monkeypatch.setattr(stage, "load_embeddings", lambda p: reads.append(p.name) or real(p))
+    run_knn(config(), tmp_path / "a", "de", "en")
+    assert sorted(reads) == sorted([f"part-{i:05d}.parquet" for i in range(3)]
+                                   + [f"part-{i:05d}.parquet" for i in range(5)])
+    reads.clear()
+    monkeypatch.setattr(stage, "KEEP_DECODED_SHARE", 0)  # nothing fits: read when needed
+    run_knn(config(), tmp_path / "b", "de", "en")
+    assert len(reads) == 2 * (3 + 5)
+    for d in ("fwd", "bwd"):
+        for x, y in zip(read_knn(tmp_path / "a", "de", "en", d), read_knn(tmp_path / "b", "de", "en", d)):
+            assert x.tobytes() == y.tobytes()
+
+
+def test_embedding_shards_read_back_writable_and_without_dictionary_pages(tmp_path, corpus):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from miner.formats.embeddings import read_embeddings
+
+    ids, emb = corpus["de"]
+    write_shards(tmp_path, {"de": (ids, emb)}, 10_000)
+    path = tmp_path / "embeddings" / "de" / "part-00000.parquet"
+    got_ids, got = read_embeddings(path)
+    assert got.dtype == np.float16 and got.flags.writeable and got.flags.c_contiguous
+    assert np.array_equal(got, emb) and np.array_equal(got_ids, ids)
+    col = pq.ParquetFile(path).metadata.row_group(0).column(1)
+    assert "DICTIONARY" not in " ".join(col.encodings) and col.compression == "LZ4"
+    # several row groups and a sliced chunk: rows stay in order
+    table = pq.read_table(path)
+    pq.write_table(pa.concat_tables([table.slice(0, 700), table.slice(700)]).slice(3),
+                   tmp_path / "sliced.parquet", row_group_size=256)
+    _, part = read_embeddings(tmp_path / "sliced.parquet")
+    assert np.array_equal(part, emb[3:])

@@ -12,6 +12,7 @@ import pytest
 from miner.config import Config
 from miner.errors import MinerError
 from miner.manifest import read_manifest
+from miner.formats.scores import BITEXT_SCHEMA
 from miner.outputs import SCORE_SCHEMA, bitext_dir, write_bitext
 
 GOOD = [
@@ -33,9 +34,12 @@ BAD = [
 ]
 
 
-def scores_table(rows, start=0, score0=1.6):
+def scores_table(rows, start=0, score0=1.6, src_source="dewiki.xml.bz2",
+                 tgt_source="enwiki.xml.bz2"):
+    """Scored candidates of the scores layout; provenance columns not set here are
+    null."""
     n = len(rows)
-    return pa.table({
+    given = {
         "src_id": pa.array(np.arange(start, start + n), pa.uint64()),
         "tgt_id": pa.array(np.arange(1000 + start, 1000 + start + n), pa.uint64()),
         "src_text": [r[0] for r in rows], "tgt_text": [r[1] for r in rows],
@@ -43,12 +47,12 @@ def scores_table(rows, start=0, score0=1.6):
         "direction": ["both" if i % 2 else "fwd" for i in range(n)],
         "src_doc_id": [f"de-doc-{i % 3}" for i in range(n)],
         "tgt_doc_id": [f"en-doc-{i % 3}" for i in range(n)],
-        "src_url_or_title": [f"Seite {i % 3}" for i in range(n)],
-        "tgt_url_or_title": [f"https://en.example.org/{i % 3}" for i in range(n)],
-        "src_source": ["dewiki.xml.bz2"] * n, "tgt_source": ["enwiki.xml.bz2"] * n,
+        "src_source": [src_source] * n, "tgt_source": [tgt_source] * n,
         "src_lid_prob": pa.array([0.9] * n, pa.float32()),
         "tgt_lid_prob": pa.array([0.95] * n, pa.float32()),
-    }, schema=SCORE_SCHEMA)
+    }
+    return pa.table({f.name: given.get(f.name, pa.nulls(n, f.type)) for f in SCORE_SCHEMA},
+                    schema=SCORE_SCHEMA)
 
 
 @pytest.fixture
@@ -95,10 +99,8 @@ def test_outputs_hold_the_same_rows_in_every_format(workdir, monkeypatch):
     assert tsv["tgt"].tolist() == tgt_lines == frame["tgt_text"].tolist()
     assert frame["score"].is_monotonic_decreasing  # best first
     assert np.allclose(tsv["score"], frame["score"], atol=1e-6)
-    for col in ("src_id", "tgt_id", "src_doc_id", "tgt_doc_id", "src_url_or_title",
-                "tgt_url_or_title", "src_source", "tgt_source", "src_lid_prob",
-                "tgt_lid_prob", "score", "direction"):
-        assert col in ds.column_names
+    assert ds.column_names == [*BITEXT_SCHEMA.names, "translation"]
+    assert ds["translation"] == [{"de": a, "en": b} for a, b in zip(src_lines, tgt_lines)]
     assert table.schema.field("src_id").type == pa.uint64()
     assert set(frame["direction"]) <= {"fwd", "bwd", "both"}
 

@@ -1,6 +1,7 @@
 """The prepare stage and the ``mine prepare`` command: shards, dedup, resume, errors."""
 
 import bz2
+import gzip
 import json
 from pathlib import Path
 
@@ -51,11 +52,14 @@ def test_shards_columns_dedup_and_counts(tmp_path, inputs):
     assert en.column("text").to_pylist() == [EN[0], EN[1], EN[2], EN[3]]
     assert de.column("text").to_pylist() == [DE[0], DE[1], DE[2], DE[3]]
     assert en.schema.field("id").type == pa.uint64()
-    assert en.schema.names == ["id", "text", "lang", "lid_prob", "source", "doc_id", "url_or_title", "position"]
+    assert en.schema.names == ["id", "text", "lang", "lid_prob", "source", "doc_id", "title",
+                               "url", "revision", "position"]
     assert en.column("id").to_pylist() == [sentence_hash(t) for t in EN]
     assert set(en.column("lang").to_pylist()) == {"en"}
     assert min(en.column("lid_prob").to_pylist()) >= 0.5
-    assert en.column("source").to_pylist() == [inputs[0]] * 3 + [inputs[1]]
+    # the file name, never the absolute path of the input
+    assert en.column("source").to_pylist() == ["a.txt"] * 3 + ["b.txt"]
+    assert set(en.column("title").to_pylist()) == set(en.column("url").to_pylist()) == {None}
     assert en.column("position").to_pylist() == [0, 1, 0, 0]
     assert sorted(p.name for p in (out / "sentences" / "en").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
     assert counts["en"]["duplicate"] == 2 and counts["en"]["kept"] == 4  # EN[0] and EN[1] again
@@ -115,8 +119,50 @@ def test_real_wiki_page_end_to_end(tmp_path):
     counts = prepare(config(), [str(page)], ["de"], tmp_path / "out")
     table = read_lang(tmp_path / "out", "de")
     assert counts["de"]["kept"] == table.num_rows > 20
-    assert set(table.column("url_or_title").to_pylist()) == {"Alan Smithee"}
+    assert set(table.column("title").to_pylist()) == {"Alan Smithee"}
     assert set(table.column("doc_id").to_pylist()) == {"1"}
+    assert set(table.column("revision").to_pylist()) == {"115887164"}
+    assert set(table.column("url").to_pylist()) == {None}  # a bare <page>: no <siteinfo><base>
+
+
+# -- one sentence per line --------------------------------------------------------------
+
+def test_bucc_sentence_lines_are_kept_whole(tmp_path):
+    """A BUCC-style file (``de-000000001<TAB>sentence``) with --format sentences: no line
+    is split (101 of its 1,152 lines are split by the sentence splitter, 28 of them gold
+    sentences), ids and line numbers are the provenance."""
+    from conftest import shared_data
+
+    from miner.sentences import normalize_text, split_sentences
+
+    path = shared_data("bucc", "de-en.training.de")
+    rows = [line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines()]
+    whole = {normalize_text(text): (bucc_id, n) for n, (bucc_id, text) in enumerate(rows, 1)}
+    splittable = [normalize_text(t) for _, t in rows if len(list(split_sentences(t, "de"))) > 1]
+    assert len(splittable) > 50  # the file has what we test
+
+    counts = prepare(config(format="sentences"), [str(path)], ["deu_Latn"], tmp_path / "s")
+    table = read_lang(tmp_path / "s", "de")
+    texts = table.column("text").to_pylist()
+    c = counts["de"]
+    print(f"sentences: {c}")
+    assert c["documents"] == c["sentences"] == len(rows)
+    assert c["kept"] + c["duplicate"] + c["too_short"] + c["too_long"] + c["wrong_language"] \
+        == len(rows)
+    assert set(texts) <= set(whole)  # every row is a whole line
+    kept = set(texts)
+    assert sum(t in kept for t in splittable) >= 0.95 * len(splittable)
+    for text, doc_id, position in zip(texts, table.column("doc_id").to_pylist(),
+                                      table.column("position").to_pylist()):
+        assert (doc_id, position) == whole[text]
+    assert set(table.column("source").to_pylist()) == {"de-en.training.de"}
+
+    # those lines read as plain text: the splitter cuts them into pieces
+    plain = tmp_path / "splittable.txt"
+    plain.write_text("\n".join(splittable) + "\n", encoding="utf-8")
+    prepare(config(), [str(plain)], ["de"], tmp_path / "t")
+    pieces = read_lang(tmp_path / "t", "de").column("text").to_pylist()
+    assert len(pieces) > len(splittable) and not set(pieces) & set(splittable)
 
 
 # -- the command ---------------------------------------------------------------------
@@ -184,6 +230,19 @@ def test_cli_format_that_does_not_fit_is_one_line_and_exit_2(tmp_path, name, con
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert lines[0].startswith(f"mine: error: {path}: ") and message in lines[0]
+
+
+def test_cli_sentence_lines_in_nllb_language_codes(tmp_path):
+    path = tmp_path / "lines.de.gz"
+    path.write_bytes(gzip.compress("Dr. Meier kam gestern an. Er blieb nur kurz.\n\n"
+                                   "Heute regnet es in Berlin. Morgen nicht mehr.\n".encode()))
+    result = run_cli(path, "--lang", "deu_Latn", "--out", tmp_path / "out", "--format",
+                     "sentences", "--workers", "1")
+    assert result.exit_code == 0, result.output
+    rows = read_lang(tmp_path / "out", "de").to_pylist()
+    assert [(r["text"], r["doc_id"], r["position"], r["source"]) for r in rows] == [
+        ("Dr. Meier kam gestern an. Er blieb nur kurz.", "1", 1, "lines.de.gz"),
+        ("Heute regnet es in Berlin. Morgen nicht mehr.", "3", 3, "lines.de.gz")]
 
 
 def test_cli_unknown_language_has_no_traceback(tmp_path, inputs):

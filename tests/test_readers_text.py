@@ -38,9 +38,72 @@ def test_jsonl_fields(tmp_path):
     cfg.prepare.text_field, cfg.prepare.id_field = "body", "key"
     assert detect_format(path) == "jsonl"
     docs = list(open_reader(path, cfg=cfg))
-    assert [(d.text, d.doc_id, d.url_or_title) for d in docs] == [("hello", "7", "http://x"), ("world", "8", "")]
+    assert [(d.text, d.doc_id, d.url, d.title, d.source) for d in docs] == [
+        ("hello", "7", "http://x", None, "a.jsonl"), ("world", "8", None, None, "a.jsonl")]
     with pytest.raises(MinerError, match="no field 'text'"):
         list(open_reader(path))
+
+
+def test_parquet_title_and_url_columns_are_provenance(tmp_path):
+    path = tmp_path / "b.parquet"
+    pq.write_table(pa.table({"text": ["a", "b"], "title": ["T", ""],
+                             "url": ["https://x.org/a", None]}), path)
+    docs = list(open_reader(path))
+    assert [(d.title, d.url, d.doc_id, d.source) for d in docs] == [
+        ("T", "https://x.org/a", "0", "b.parquet"), (None, None, "1", "b.parquet")]
+
+
+# -- one sentence per line (--format sentences) -----------------------------------------
+
+def sentences_cfg() -> Config:
+    cfg = Config()
+    cfg.prepare.format = "sentences"
+    return cfg
+
+
+@pytest.mark.parametrize("compress", [None, "gz", "zst", "bz2"])
+def test_sentence_lines_are_documents_of_one_sentence(tmp_path, compress):
+    import gzip
+
+    import zstandard
+
+    raw = "Dr. Müller kam um 8 Uhr. Er ging gleich wieder.\n\nZweite Zeile! Noch ein Satz.\n"
+    pack = {None: lambda b: b, "gz": gzip.compress, "bz2": bz2.compress,
+            "zst": zstandard.ZstdCompressor().compress}[compress]
+    path = tmp_path / ("lines.txt" + (f".{compress}" if compress else ""))
+    path.write_bytes(pack(raw.encode()))
+    docs = list(open_reader(path, cfg=sentences_cfg()))
+    assert [(d.text, d.doc_id, d.position, d.source) for d in docs] == [
+        ("Dr. Müller kam um 8 Uhr. Er ging gleich wieder.", "1", 1, path.name),
+        ("Zweite Zeile! Noch ein Satz.", "3", 3, path.name)]
+
+
+def test_bucc_lines_give_their_ids(tmp_path):
+    path = tmp_path / "de-en.sample.de"
+    path.write_text("de-000000001\tErster Satz. Mit zwei Teilen.\n"
+                    "de-000000002\tZweiter\tSatz mit Tab.\n", encoding="utf-8")
+    docs = list(open_reader(path, cfg=sentences_cfg()))
+    assert [(d.doc_id, d.text, d.position) for d in docs] == [
+        ("de-000000001", "Erster Satz. Mit zwei Teilen.", 1),
+        ("de-000000002", "Zweiter\tSatz mit Tab.", 2)]
+    path.write_text("de-1\tErster Satz.\nkein Tab hier\n", encoding="utf-8")
+    with pytest.raises(MinerError, match=r"de-en.sample.de:2: no tab"):
+        list(open_reader(path, cfg=sentences_cfg()))
+
+
+def test_pieces_of_a_sentence_file_read_as_the_whole_file(tmp_path):
+    from miner.prepare import plan_parts
+
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"Satz Nummer {i}. Mit Punkt.\n" for i in range(1, 400)), encoding="utf-8")
+    cfg = sentences_cfg()
+    cfg.prepare.chunk_size = "1000"
+    parts = plan_parts([str(path)], cfg)
+    assert len(parts) > 5
+    pieces = [(d.doc_id, d.position, d.text) for part in parts
+              for d in open_reader(part.path, cfg=cfg, span=part.span)]
+    assert pieces == [(d.doc_id, d.position, d.text) for d in open_reader(path, cfg=cfg)]
+    assert [p for _, p, _ in pieces] == list(range(1, 400))
 
 
 def test_parquet_columns(tmp_path):

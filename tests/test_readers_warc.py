@@ -50,7 +50,8 @@ def test_wet_in_common_crawl_layout_reads_back(tmp_path):
     write_wet(path)
     assert detect_format(path) == "wet"
     docs = list(open_reader(path))
-    assert [d.url_or_title for d in docs] == [u for u, _, _ in PAGES]
+    assert [d.url for d in docs] == [u for u, _, _ in PAGES]
+    assert all(d.revision == d.doc_id and d.title is None and d.source == path.name for d in docs)
     assert [d.text for d in docs] == [t for _, _, t in PAGES]
     assert [d.meta.get("lang") for d in docs] == [l for _, l, _ in PAGES]
     assert docs[0].meta["date"] == "2024-01-01T10:00:00Z"
@@ -76,7 +77,8 @@ def test_warc_html_responses_are_extracted(tmp_path):
                                                       payload=BytesIO(b"\x89PNG"), http_headers=img))
     assert detect_format(path) == "warc"
     docs = list(open_reader(path))
-    assert len(docs) == 1 and docs[0].url_or_title == "https://example.org/a"
+    assert len(docs) == 1 and docs[0].url == "https://example.org/a"
+    assert docs[0].revision.startswith("<urn:uuid:")
     assert "raining heavily in London" in docs[0].text
     assert "Home | About" not in docs[0].text
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from miner.errors import MinerError
-from miner.readers import detect_format, open_reader
+from miner.readers import detect_format, open_reader, sniff
 from miner.readers.wiki import iter_pages, read_wiki, wikitext_to_text
 from miner.sentences import split_sentences
 
@@ -50,8 +50,12 @@ def test_every_excerpt_yields_clean_articles_and_sentences(path):
     assert detect_format(path) == "wiki"
     docs = list(read_wiki(path))
     assert docs, f"{path.name}: no articles"
+    has_base = b"<base>" in sniff(path, 8192)
     for doc in docs:
-        assert doc.doc_id and doc.url_or_title and doc.meta["rev_id"]
+        assert doc.doc_id and doc.title and doc.revision == doc.meta["rev_id"]
+        # a dump with <siteinfo><base> gives page URLs; bare <page> fragments and
+        # dumps without siteinfo (enwiki-table-markup) cannot
+        assert (doc.url or "").startswith(("https://", "http://")) == has_base, doc.url
         assert_clean(doc.text, f"{path.name} page {doc.doc_id}")
     split = docs[:MAX_SPLIT_ARTICLES]
     n_sentences = sum(sum(1 for _ in split_sentences(d.text, wiki_lang(path))) for d in split)

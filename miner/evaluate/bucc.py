@@ -280,6 +280,7 @@ def evaluate_bucc(directory: str | Path, pair: str, encoder=None, tune_split: st
     from miner.executor import executor_for
 
     cfg = copy.deepcopy(cfg or Config())
+    pair = "-".join(split_langs(pair))  # files are named de-en: deu_Latn-eng_Latn finds them
     tune = read_split(directory, pair, tune_split)
     if tune.gold is None:
         raise MinerError(f"{Path(directory) / f'{pair}.{tune_split}.gold'}: no such file "

@@ -51,12 +51,41 @@ class TatoebaResult:
         return (self.err_xx_en + self.err_en_xx) / 2
 
 
+def _language(code: str) -> str | None:
+    """The canonical code of a Tatoeba code, None when it is not an ISO 639 code."""
+    from miner.langs import normalise_lang
+
+    try:
+        return normalise_lang(code)
+    except MinerError:
+        return None
+
+
+def tatoeba_code(directory: Path, lang: str) -> str:
+    """The Tatoeba file code of ``lang`` in any form: itself when its files exist, else
+    the code of the files in ``directory`` of the same language (``de``, ``deu_Latn``
+    -> ``deu``; ``zh`` -> ``cmn``)."""
+    if (directory / f"tatoeba.{lang}-eng.{lang}").exists():
+        return lang
+    want = _language(lang)
+    for path in sorted(directory.glob("tatoeba.*-eng.eng")):
+        code = path.name.split(".")[1].split("-")[0]
+        if want is not None and _language(code) == want:
+            return code
+    return lang  # the caller names the missing file
+
+
 def evaluate_tatoeba(directory: str | Path, langs: list[str], encoder,
                      backend: str = "auto") -> list[TatoebaResult]:
     """Error rates in both directions for each language against English."""
+    from miner.langs import warn_uncovered
+
     directory = Path(directory)
     if not directory.is_dir():
         raise MinerError(f"{directory}: no such directory")
+    langs = [tatoeba_code(directory, lang) for lang in langs]
+    warn_uncovered(encoder.name, getattr(encoder, "model_name", None),
+                   [lang for lang in langs if _language(lang)])
     results = []
     for lang in langs:
         xx_path = directory / f"tatoeba.{lang}-eng.{lang}"

@@ -42,7 +42,9 @@ def write_knn_shard(path: str | Path, ids: np.ndarray, nbr_ids: np.ndarray,
         "mean_sim": pa.array(np.asarray(mean_sim, np.float32)),
     })
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, compression="zstd")
+        # no dictionary (random 64-bit ids and float similarities never repeat enough)
+        # and lz4: score reads every shard twice, and decoding is most of its I/O time
+        pq.write_table(table, tmp, compression="lz4", use_dictionary=False)
 
 
 def read_knn_shard(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

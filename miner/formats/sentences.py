@@ -6,10 +6,18 @@ One row per distinct sentence of a language, in input order::
     text          string
     lang          string   normalised language code
     lid_prob      float32  fastText probability of ``lang`` (null with --no-lid)
-    source        string   input file
-    doc_id        string   document id in the input (line or row number, page id...)
-    url_or_title  string
-    position      int32    sentence number in its document
+    source        string   the input's file name (its URL for a remote input), never a
+                           local directory path
+    doc_id        string   document id in the input (line or row number, page id,
+                           WARC-Record-ID, a JSONL/Parquet id field, BUCC id...)
+    title         string   document title (Wikipedia page title, JSONL/Parquet ``title``);
+                           null when the input has none
+    url           string   document address (Wikipedia page URL, WARC-Target-URI,
+                           JSONL/Parquet ``url``); null when the input has none
+    revision      string   version of the document (Wikipedia revision id, WARC-Record-ID);
+                           null when the input has none
+    position      int32    sentence number in its document (0-based, before filtering);
+                           the 1-based line number for ``--format sentences``
 
 Prepare's per-input staging files have the same schema.
 """
@@ -27,7 +35,8 @@ from miner.storage import AnyPath, as_path
 SCHEMA = pa.schema([
     ("id", pa.uint64()), ("text", pa.string()), ("lang", pa.string()),
     ("lid_prob", pa.float32()), ("source", pa.string()), ("doc_id", pa.string()),
-    ("url_or_title", pa.string()), ("position", pa.int32()),
+    ("title", pa.string()), ("url", pa.string()), ("revision", pa.string()),
+    ("position", pa.int32()),
 ])
 FLUSH_ROWS = 10_000
 
@@ -49,9 +58,10 @@ class RowWriter:
         self.writer = pq.ParquetWriter(self._tmp, SCHEMA, compression="zstd")
         self.closed = False
 
-    def add(self, *values) -> None:
-        for name, value in zip(SCHEMA.names, values):
-            self.rows[name].append(value)
+    def add(self, **values) -> None:
+        """One row by column name; a column not given is null."""
+        for name in SCHEMA.names:
+            self.rows[name].append(values.get(name))
         if len(self.rows["id"]) >= FLUSH_ROWS:
             self.flush()
 

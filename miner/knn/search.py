@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -23,35 +23,60 @@ from miner.storage import as_path
 log = logging.getLogger(__name__)
 
 
+def load_embeddings(path) -> np.ndarray:
+    """The embeddings of one shard as stored (writable, C-contiguous)."""
+    return read_embeddings(as_path(path))[1]
+
+
 class Database:
     """The searched side: shards read into partitions of at most ``part_rows`` rows.
 
     When everything fits one partition it is read once and kept; otherwise each
     ``partitions()`` call reads the shards again (bounded memory, more I/O).
+    ``load(path) -> (n, d) array`` reads one shard (the stage passes one that keeps
+    shards decoded across directions when they fit). With ``prepare`` (the CPU bf16
+    path) partitions come as ``PreparedDatabase`` objects (their bf16 copy and norms
+    made once per partition, not once per query shard).
     """
 
-    def __init__(self, paths: list[Path], rows: list[int], part_rows: int):
+    def __init__(self, paths: list[Path], rows: list[int], part_rows: int,
+                 load: Callable = load_embeddings, prepare: bool = False):
         self.paths, self.rows, self.part_rows = paths, rows, part_rows
         self.n = sum(rows)
-        self._cached: list[np.ndarray] | None = None
+        self.load, self.prepare = load, prepare
+        self._cached: list | None = None
 
     def ids(self) -> np.ndarray:
         return read_ids(self.paths)
 
-    def partitions(self) -> Iterator[np.ndarray]:
+    def partitions(self) -> Iterator:
         if self._cached is not None:
             yield from self._cached
             return
-        parts = list(self._read())
-        if len(parts) == 1:
+        parts = [self._prepared(p) for p in self._read()] if self.n <= self.part_rows else None
+        if parts is not None:
             self._cached = parts
-        yield from parts
+            yield from parts
+            return
+        for part in self._read():
+            yield self._prepared(part)
+
+    def _prepared(self, part: np.ndarray):
+        if not self.prepare:
+            return part
+        from miner.knn.cpu_bf16 import PreparedDatabase
+
+        return PreparedDatabase(part)
 
     def _read(self) -> Iterator[np.ndarray]:
-        """Partitions filled shard by shard into preallocated arrays (no double copy)."""
+        """Partitions filled shard by shard into preallocated arrays (no double copy;
+        a single shard that is a whole partition is used as loaded)."""
+        if len(self.paths) == 1 and self.n <= self.part_rows:
+            yield self.load(self.paths[0])
+            return
         buf, fill = None, 0
         for p in self.paths:
-            _, emb = read_embeddings(p)
+            emb = self.load(p)
             while len(emb):
                 if buf is None:
                     size = min(self.part_rows, self.n)
@@ -71,7 +96,8 @@ class Database:
 # -- one query shard -------------------------------------------------------------
 
 def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
-                 db_ids: np.ndarray, q_block: int, k: int) -> int:
+                 db_ids: np.ndarray, q_block: int, k: int,
+                 load: Callable = load_embeddings, progress=None) -> int:
     """Search one query shard and write its neighbour shard ``out/{q_path name}``;
     returns the rows written.
 
@@ -80,15 +106,19 @@ def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
     -1 for a slot an approximate index could not fill, which becomes id 0 and
     similarity -inf (``mean_sim`` then averages the valid slots). The single-process
     stage and the executor tasks (``miner.knn.distributed``) both write through here.
+    ``load(path)`` reads the query embeddings (writable); ``progress`` (a
+    ``miner.progress.Progress``) advances by the queries of each block.
     """
     q_path = as_path(q_path)
-    ids, emb = read_embeddings(q_path)
-    emb = np.array(emb)  # writable (torch warns on read-only Arrow memory)
+    emb = load(q_path)
+    ids = read_ids([q_path])
     sims_l, rows_l = [], []
     for s0 in range(0, len(emb), q_block):
         sims, rows = search(emb[s0:s0 + q_block])
         sims_l.append(sims)
         rows_l.append(rows)
+        if progress is not None:
+            progress.update(len(sims))
     kk = min(k, len(db_ids))
     sims = np.concatenate(sims_l) if sims_l else np.zeros((0, kk), np.float32)
     rows = np.concatenate(rows_l) if rows_l else np.zeros((0, kk), np.int64)

@@ -35,14 +35,18 @@ from miner.formats.neighbours import read_knn_shard, write_knn_shard  # noqa: F4
 from miner.knn.index import (build_index, choose_index, factory_string, gpus_available,
                              index_search, read_index, to_gpus, train_sample, train_size,
                              write_index)
-from miner.knn.search import Database, search_shard
+from miner.knn.search import Database, load_embeddings, search_shard
 from miner.knn.sharded import knn_partitions, plan_blocks, resolve_backend
 from miner.formats import num_rows
+from miner.progress import Progress
 from miner.rundir import DIRECTIONS, KNN_INDEX, RunDir
 from miner.stage import Result, Stage, Task, describe_result
 from miner.storage import as_path
 
 log = logging.getLogger(__name__)
+
+PROGRESS_BLOCK = 16384  # query rows per search call when the database is resident
+KEEP_DECODED_SHARE = 1 / 8  # of --max-memory: both sides' decoded shards kept (_loader)
 
 
 def embedding_shards(ctx, lang: str) -> list:
@@ -106,6 +110,7 @@ class KnnStage(Stage):
         self.cfg, self.src, self.tgt = cfg, src, tgt
         self.name = f"knn/{src}-{tgt}"
         self.info: dict[str, dict] = {}
+        self._decoded: dict[str, np.ndarray] = {}  # path -> embeddings (see _loader)
 
     def check(self, ctx) -> None:
         self.sides, metas = {}, {}
@@ -186,7 +191,7 @@ class KnnStage(Stage):
 
         cluster = ctx.cluster
         if info["index"] != "flat":
-            dbase = Database(db.paths, db.rows, part_rows)
+            dbase = Database(db.paths, db.rows, part_rows, load=self._loader(budget))
             index = None
             info["index_trained"] = not index_path.exists()
             if info["index_trained"]:
@@ -222,13 +227,38 @@ class KnnStage(Stage):
                 finished(task, r)
             return
         else:
-            dbase = Database(db.paths, db.rows, part_rows)
+            dbase = Database(db.paths, db.rows, part_rows, load=self._loader(budget),
+                             prepare=_cpu_bf16_path(info["backend"]))
 
             def search(block):
                 return knn_partitions(block, dbase.partitions(), kc.k, info["backend"])
+            if dbase.n <= part_rows:  # one resident partition: small blocks cost nothing
+                q_block = min(q_block, PROGRESS_BLOCK)
         db_ids = dbase.ids()
-        for task, (path, fp) in zip(todo, shards):
-            finished(task, search_shard(path, fp, out, search, db_ids, q_block, kc.k))
+        load = self._loader(budget)
+        total = sum(rows for _, _, rows in (t.item for t in todo))
+        with Progress(f"knn {self.src}-{self.tgt} {direction}", total=total,
+                      unit="query", logger=log) as bar:
+            for task, (path, fp) in zip(todo, shards):
+                finished(task, search_shard(path, fp, out, search, db_ids, q_block, kc.k,
+                                            load=load, progress=bar))
+
+    def _loader(self, budget: int):
+        """``load(path)`` for query and database shards: each shard decoded once for
+        both directions (the query shards of one are the database of the other) when
+        both sides' float16 rows fit an eighth of ``--max-memory``; else read each time."""
+        keep = (sum(self.sides[self.src].rows) + sum(self.sides[self.tgt].rows)) \
+            * self.dim * 2 <= budget * KEEP_DECODED_SHARE
+
+        def load(path):
+            key = str(path)
+            emb = self._decoded.get(key)
+            if emb is None:
+                emb = load_embeddings(path)
+                if keep:
+                    self._decoded[key] = emb
+            return emb
+        return load
 
     def report(self, c: dict) -> dict:
         """Counts per direction: queries, database, index, shards, searched_shards,
@@ -283,6 +313,16 @@ def _remove_index_dir(out: Path, keep: Path | None = None) -> None:
             f.unlink(missing_ok=True)
     if not any(d.iterdir()):
         d.rmdir()
+
+
+def _cpu_bf16_path(backend: str) -> bool:
+    """True when ``backend`` runs ``knn_torch_bf16`` (torch without CUDA), whose
+    database partitions are worth preparing once (bf16 copy, norms)."""
+    if backend != "torch":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 def _has_faiss_gpu() -> bool:

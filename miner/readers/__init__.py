@@ -6,7 +6,7 @@ decompression. Every reader streams: memory does not grow with the size of the i
 
 Formats: ``wiki`` (MediaWiki XML dumps and bare ``<page>`` fragments), ``wet``
 (Common Crawl WET), ``warc`` (WARC with HTML ``response`` records), ``text``,
-``jsonl``, ``parquet``. Compression (gzip, bzip2 incl. multistream, xz, zstd) is
+``sentences`` (one sentence per line, never split), ``jsonl``, ``parquet``. Compression (gzip, bzip2 incl. multistream, xz, zstd) is
 detected from the magic bytes, whatever the file is called.
 """
 
@@ -36,13 +36,34 @@ _MAGIC = {
 
 @dataclass
 class Document:
-    """One document of an input: its text and where it came from."""
+    """One document of an input: its text and where it came from.
+
+    ``source``: the input's file name (or URL for a remote input, ``source_name``);
+    ``title``, ``url``, ``revision`` (a Wikipedia revision id, a WARC record id): None
+    where the input has none. ``position``: set when the document is one sentence that
+    is not to be split (``--format sentences``: its 1-based line number).
+    """
 
     text: str
     doc_id: str
-    url_or_title: str
     source: str
+    title: Optional[str] = None
+    url: Optional[str] = None
+    revision: Optional[str] = None
     meta: dict[str, Any] = field(default_factory=dict)
+    position: Optional[int] = None
+
+    @property
+    def url_or_title(self) -> str:
+        """The URL, else the title (one string naming the document for messages)."""
+        return self.url or self.title or ""
+
+
+def source_name(path) -> str:
+    """What the ``source`` column says about an input: its file name, or its URL when it
+    is remote (``s3://bucket/dump.xml.bz2``); never a local directory path."""
+    path = as_path(path)
+    return str(path) if isinstance(path, RemotePath) else path.name
 
 
 def check_file(path: str | Path) -> AnyPath:
@@ -222,7 +243,7 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None,
     fmt = (fmt or cfg.prepare.format or "auto").lower()
     if fmt == "auto":
         fmt = detect_format(path)
-    if span is not None and fmt not in ("text", "jsonl", "parquet", "wiki"):
+    if span is not None and fmt not in ("text", "sentences", "jsonl", "parquet", "wiki"):
         raise ValueError(f"{fmt} files are read whole, not in pieces")
     if fmt == "wiki":
         from miner.readers.wiki import read_wiki
@@ -236,6 +257,10 @@ def open_reader(path: str | Path, fmt: Optional[str] = None, cfg=None,
         from miner.readers.text import read_text
 
         return read_text(path, paragraphs=cfg.prepare.paragraphs, span=span)
+    if fmt == "sentences":
+        from miner.readers.text import read_sentence_lines
+
+        return read_sentence_lines(path, span=span)
     if fmt == "jsonl":
         from miner.readers.text import read_jsonl
 

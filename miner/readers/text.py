@@ -1,19 +1,23 @@
-"""Plain text, JSONL and Parquet readers.
+"""Plain text, sentence-per-line, JSONL and Parquet readers.
 
 Plain text is a document per line, or with ``paragraphs`` a document per block of
-non-blank lines. Text files must be valid UTF-8 and have no line over
-``miner.io.MAX_LINE_BYTES``; both are MinerErrors naming the file and line.
+non-blank lines. Sentence-per-line files (``--format sentences``) are a sentence per
+line, never split: LASER/Tatoeba files, or BUCC's ``ID<TAB>sentence``. Text files must
+be valid UTF-8 and have no line over ``miner.io.MAX_LINE_BYTES``; both are MinerErrors
+naming the file and line.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Iterator, Optional
 
 from miner.errors import MinerError
 from miner.io import MAX_LINE_BYTES, MAX_LINE_CHARS
-from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary, open_raw
+from miner.readers import (DECOMPRESS_ERRORS, Document, decompress_error, open_binary, open_raw,
+                           sniff, source_name)
 from miner.storage import as_path, parquet_file
 
 
@@ -76,12 +80,13 @@ def read_text(path: str | Path, paragraphs: bool = False,
     """Documents of a plain-text file (or of the piece ``span``: lines only); ``doc_id``
     is the first line number."""
     path = as_path(path)
+    source = source_name(path)
     if span is not None and paragraphs:
         raise ValueError("paragraph documents cannot be read by byte range")
     if not paragraphs:
         for lineno, line in _lines(path, span):
             if line.strip():
-                yield Document(line, str(lineno), "", str(path))
+                yield Document(line, str(lineno), source)
         return
     block: list[str] = []
     start = 0
@@ -95,18 +100,51 @@ def read_text(path: str | Path, paragraphs: bool = False,
             if size > MAX_LINE_CHARS * 8:  # len() of decoded lines: characters
                 raise MinerError(f"{path}:{start}: paragraph longer than {MAX_LINE_CHARS * 8} characters")
         elif block:
-            yield Document("\n".join(block), str(start), "", str(path))
+            yield Document("\n".join(block), str(start), source)
             block, size = [], 0
     if block:
-        yield Document("\n".join(block), str(start), "", str(path))
+        yield Document("\n".join(block), str(start), source)
+
+
+# BUCC's "de-000000001<TAB>sentence": an id without spaces, a tab, the sentence
+_ID_LINE = re.compile(r"^[^\s]{1,200}\t\S")
+
+
+def read_sentence_lines(path: str | Path, span: Optional[Span] = None) -> Iterator[Document]:
+    """One single-sentence Document per non-blank line (or per line of the piece
+    ``span``): ``position`` and, by default, ``doc_id`` are the 1-based line number.
+
+    A file whose first line is ``ID<TAB>sentence`` (BUCC) is read that way throughout:
+    ``doc_id`` is the ID, the text what follows the first tab; a line without a tab
+    is then a MinerError naming it.
+    """
+    path = as_path(path)
+    source = source_name(path)
+    try:
+        head = sniff(path, 64 << 10).decode("utf-8", errors="replace")
+    except MinerError:
+        head = ""  # the reader below names the problem with its line number
+    first = next((l for l in head.splitlines() if l.strip()), "")
+    with_ids = bool(_ID_LINE.match(first))
+    for lineno, line in _lines(path, span):
+        if not line.strip():
+            continue
+        doc_id = str(lineno)
+        if with_ids:
+            doc_id, tab, line = line.partition("\t")
+            if not tab:
+                raise MinerError(f"{path}:{lineno}: no tab: the file's first line is "
+                                 "ID<TAB>sentence, so every line must be")
+        yield Document(line, doc_id, source, position=lineno)
 
 
 def read_jsonl(path: str | Path, text_field: str = "text",
                id_field: Optional[str] = None, span: Optional[Span] = None) -> Iterator[Document]:
     """Documents of a JSON-lines file (or of the piece ``span``): ``text_field`` is the
-    text, ``id_field`` the id (default: the line number). ``url`` or ``title`` fields
-    fill ``url_or_title``."""
+    text, ``id_field`` the id (default: the line number). ``url`` and ``title`` fields,
+    when present, fill ``url`` and ``title``."""
     path = as_path(path)
+    source = source_name(path)
     for lineno, line in _lines(path, span):
         if not line.strip():
             continue
@@ -122,8 +160,8 @@ def read_jsonl(path: str | Path, text_field: str = "text",
         doc_id = str(obj.get(id_field, lineno)) if id_field else str(lineno)
         if id_field and id_field not in obj:
             raise MinerError(f"{path}:{lineno}: no field {id_field!r} (set --id-field)")
-        where = str(obj.get("url") or obj.get("title") or "")
-        yield Document(text, doc_id, where, str(path))
+        yield Document(text, doc_id, source, title=_field(obj.get("title")),
+                       url=_field(obj.get("url")))
 
 
 def read_parquet(path: str | Path, text_field: str = "text",
@@ -146,6 +184,7 @@ def read_parquet(path: str | Path, text_field: str = "text",
     if not _is_text_type(kind):  # integers read as text would be skipped, or worse, kept
         raise MinerError(f"{path}: column {text_field!r} holds {kind}, not text (set --text-field)")
     extra = [c for c in ("url", "title") if c in names]
+    source = source_name(path)
     columns = [text_field] + ([id_field] if id_field else []) + extra
     groups = None if span is None else range(span[0], span[1])
     row = 0 if span is None else span[2]
@@ -157,10 +196,15 @@ def read_parquet(path: str | Path, text_field: str = "text",
                 if text is None:  # a null: no document (the column's type is text)
                     continue
                 doc_id = str(cols[id_field][i]) if id_field else str(row - 1)
-                where = next((str(cols[c][i]) for c in extra if cols[c][i]), "")
-                yield Document(text, doc_id, where, str(path))
+                where = {c: _field(cols[c][i]) for c in extra}
+                yield Document(text, doc_id, source, **where)
     except (pa.ArrowInvalid, OSError) as e:
         raise MinerError(f"{path}: corrupt Parquet file ({e})") from None
+
+
+def _field(value) -> Optional[str]:
+    """A provenance field as text; None when absent or empty."""
+    return None if value is None or value == "" else str(value)
 
 
 def _is_text_type(kind) -> bool:

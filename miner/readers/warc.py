@@ -14,7 +14,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.exceptions import ArchiveLoadFailed
 
 from miner.errors import MinerError
-from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary
+from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary, source_name
 from miner.storage import as_path
 
 MAX_RECORD_BYTES = 50 << 20  # larger records are skipped, not read into memory
@@ -24,7 +24,8 @@ def read_warc(path: str | Path, html: bool = True) -> Iterator[Document]:
     """Yield one Document per ``conversion`` record, and per HTML ``response`` record
     when ``html`` is true.
 
-    ``doc_id`` is ``WARC-Record-ID``, ``url_or_title`` is ``WARC-Target-URI``; ``meta``
+    ``doc_id`` and ``revision`` are ``WARC-Record-ID`` (this capture of the page),
+    ``url`` is ``WARC-Target-URI``, ``source`` the file name (``source_name``); ``meta``
     holds ``date`` (``WARC-Date``), ``lang`` (``WARC-Identified-Content-Language``, when
     present) and ``refers_to`` (``WARC-Refers-To``).
 
@@ -166,8 +167,8 @@ def _record_document(record, path: Path, html: bool):
     refers = headers.get_header("WARC-Refers-To")
     if refers:
         meta["refers_to"] = refers
-    url = headers.get_header("WARC-Target-URI") or ""
-    rec_id = headers.get_header("WARC-Record-ID") or url
+    url = headers.get_header("WARC-Target-URI") or None
+    rec_id = headers.get_header("WARC-Record-ID") or None
     if kind == "conversion":
         text = record.content_stream().read().decode("utf-8", errors="replace")
     else:
@@ -176,10 +177,11 @@ def _record_document(record, path: Path, html: bool):
         ctype = (record.http_headers.get_header("Content-Type") or "").lower()
         if "html" not in ctype:
             return None
-        text = html_to_text(record.content_stream().read(), url)
+        text = html_to_text(record.content_stream().read(), url or "")
     if not text or not text.strip():
         return None
-    return Document(text=text, doc_id=rec_id, url_or_title=url, source=str(path), meta=meta)
+    return Document(text=text, doc_id=rec_id or url or "", source=source_name(path), url=url,
+                    revision=rec_id, meta=meta)
 
 
 def html_to_text(html: bytes, url: str = "") -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
@@ -25,7 +26,7 @@ from mwparserfromhell.nodes import (Argument, Comment, ExternalLink, Heading, HT
                                     Tag, Template, Text, Wikilink)
 
 from miner.errors import MinerError
-from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary
+from miner.readers import DECOMPRESS_ERRORS, Document, decompress_error, open_binary, source_name
 from miner.storage import as_path
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,10 @@ def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
               ) -> Iterator[Document]:
     """Yield namespace-0, non-redirect articles of a MediaWiki XML dump as Documents.
 
-    ``meta`` holds ``page_id``, ``rev_id`` and ``title``; ``doc_id`` is the page id.
+    ``doc_id`` is the page id, ``title`` the page title, ``revision`` the revision id,
+    ``url`` the page's address built from the dump's ``<siteinfo><base>``
+    (``page_url``; None for bare ``<page>`` fragments, which have no siteinfo);
+    ``meta`` holds ``page_id``, ``rev_id`` and ``title``.
     ``span`` = (start byte, stop byte, _): only the pages of the bzip2 streams of a
     multistream dump that start in [start, stop) (see ``multistream_chunks``); pieces
     read in turn give exactly the articles of the whole file.
@@ -112,16 +116,18 @@ def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
     path = as_path(path)
     file_ns, cat_ns = set(FILE_NAMESPACES), set(CATEGORY_NAMESPACES)
     other_ns = set(OTHER_NAMESPACES)
+    site: dict = {}
+    source = source_name(path)
     chunks = None
     if span is not None:
-        # the localised namespace names are in the dump's first stream, which only the
-        # first piece reads: every piece takes them from there first
+        # the localised namespace names and the site's base URL are in the dump's first
+        # stream, which only the first piece reads: every piece takes them from there first
         for _ in iter_pages(path, file_ns, cat_ns, chunks=_first_stream(path), piece=True,
-                            other_ns=other_ns):
+                            other_ns=other_ns, site=site):
             pass
         chunks = multistream_chunks(path, span[0], span[1])
     for page in iter_pages(path, file_ns, cat_ns, chunks=chunks, piece=span is not None,
-                           other_ns=other_ns):
+                           other_ns=other_ns, site=site):
         if page.get("ns", "0") != "0" or page.get("redirect"):
             continue
         wikitext = page.get("text") or ""
@@ -131,9 +137,27 @@ def read_wiki(path: str | Path, span: Optional[tuple[int, int, int]] = None
         if not text:
             continue
         title = page.get("title", "")
-        yield Document(text=text, doc_id=page.get("id", ""), url_or_title=title, source=str(path),
+        yield Document(text=text, doc_id=page.get("id", ""), source=source, title=title or None,
+                       url=page_url(site.get("base"), title), revision=page.get("rev_id") or None,
                        meta={"page_id": page.get("id", ""), "rev_id": page.get("rev_id", ""),
                              "title": title})
+
+
+# MediaWiki's wfUrlencode: PHP urlencode, then these characters put back as they are
+_TITLE_SAFE = ";@$!*(),/~:"
+
+
+def page_url(base: Optional[str], title: str) -> Optional[str]:
+    """The address of page ``title`` on the wiki whose ``<siteinfo><base>`` (its main
+    page's address) is ``base``: ``https://de.wikipedia.org/wiki/Alan_Smithee``, spaces
+    as underscores and URL-quoted as MediaWiki quotes titles. None without a base."""
+    if not base or not title:
+        return None
+    if "/wiki/" in base:
+        prefix = base[:base.rindex("/wiki/") + len("/wiki/")]
+    else:  # another article path ($wgArticlePath): replace the main page's title
+        prefix = base[:base.rindex("/") + 1]
+    return prefix + urllib.parse.quote(title.replace(" ", "_"), safe=_TITLE_SAFE)
 
 
 def _file_chunks(path) -> Iterator[bytes]:
@@ -148,12 +172,14 @@ def _file_chunks(path) -> Iterator[bytes]:
 
 def iter_pages(path: Path, file_ns: Optional[set] = None,
                cat_ns: Optional[set] = None, chunks: Optional[Iterable[bytes]] = None,
-               piece: bool = False, other_ns: Optional[set] = None) -> Iterator[dict]:
+               piece: bool = False, other_ns: Optional[set] = None,
+               site: Optional[dict] = None) -> Iterator[dict]:
     """Yield each complete ``<page>`` as a dict (title, ns, id, rev_id, redirect, text).
 
     Localised namespace names from ``<siteinfo>`` are added to ``file_ns`` (files and
     media), ``cat_ns`` (categories) and ``other_ns`` (every other namespace but the
-    articles'). Malformed XML is a MinerError; a file that ends
+    articles'). ``site`` gets the ``<siteinfo>``'s ``base`` (the main page's address)
+    and ``sitename``. Malformed XML is a MinerError; a file that ends
     inside a page logs one warning and stops. ``chunks``: the XML bytes to parse
     (default: the whole decompressed file); ``piece``: they are a piece of the file,
     which may be empty or hold the end of the dump alone.
@@ -204,6 +230,8 @@ def iter_pages(path: Path, file_ns: Optional[set] = None,
                     in_page = False
                     yield _page_dict(elem)
                     root.clear()
+                elif tag in ("base", "sitename") and site is not None and not in_page:
+                    site[tag] = (elem.text or "").strip()
                 elif tag == "siteinfo":
                     root.clear()
     except UnicodeDecodeError as e:  # pragma: no cover - expat reports these as ParseError
