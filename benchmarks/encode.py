@@ -44,21 +44,31 @@ def _spin() -> None:  # pragma: no cover - the neighbour process
 
 
 def gemm_reference(threads: int, repeats: int = 5) -> float:
-    """GFLOP/s of the torch path's convolution GEMMs alone: (1024, K) @ (K, 256) in
-    bf16 for K = 512, 768, 1280, each twice, as a micro-batch does them."""
+    """GFLOP/s of the torch path's convolution GEMMs alone, run as the path runs them:
+    ``threads`` workers, each one torch thread, each doing a micro-batch's six
+    (1024, K) @ (K, 256) bf16 products (K = 512, 768, 1280, twice)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
-    torch.set_num_threads(threads)
     rows, shapes = 1024, [512, 768, 1280] * 2
     a = {k: torch.randn(rows, k).bfloat16() for k in set(shapes)}
     w = {k: torch.randn(k, 256).bfloat16() for k in set(shapes)}
-    flops = sum(2 * rows * k * 256 for k in shapes)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+    flops = threads * sum(2 * rows * k * 256 for k in shapes)
+
+    def micro_batch(_):
+        torch.set_num_threads(1)
         for k in shapes:
             a[k] @ w[k]
-        best = min(best, time.perf_counter() - t)
+
+    before = torch.get_num_threads()
+    best = float("inf")
+    with ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            t = time.perf_counter()
+            list(pool.map(micro_batch, range(threads)))
+            best = min(best, time.perf_counter() - t)
+    torch.set_num_threads(before)
     return flops / best / 1e9
 
 

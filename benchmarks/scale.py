@@ -168,8 +168,8 @@ def main() -> int:
         print(f"  corpus written in {time.perf_counter() - t:.0f} s", flush=True)
         times, peak = mine(root / "ivf", "ivf", a.max_memory, "knn,score,bitext")
         total = sum(times.values())
-        print(f"  IVF mining: knn {times['knn']:.0f} s, score {times['score']:.0f} s, bitext "
-              f"{times['bitext']:.0f} s, total {total:.0f} s = {total / 60:.1f} min "
+        print(f"  IVF mining: knn {times['knn']:.1f} s, score {times['score']:.1f} s, bitext "
+              f"{times['bitext']:.1f} s, total {total:.0f} s = {total / 60:.1f} min "
               f"(target <= 20 min at 1M); peak RSS {peak / 2 ** 30:.2f} GiB", flush=True)
         print(f"  true translations mined: {true_pairs_mined(root / 'ivf') / a.rows:.4f} "
               "of the sources", flush=True)

@@ -234,12 +234,20 @@ def _figure(height: float = 3.3):
     return fig, fig.add_subplot()
 
 
-def _save(fig, path: Path, left: float = 0.1, bottom: float = 0.3) -> None:
+def _save(fig, path: Path, left: float = 0.12, bottom: float = 0.3) -> None:
     """Write ``fig`` as PNG. Fixed margins (room for the labels, the legend below):
     ``tight_layout`` would draw every figure twice, half the report's time."""
     fig.subplots_adjust(left=left, right=0.97, top=0.9, bottom=bottom)
     with atomic_path(path) as tmp:  # no Software/date metadata: same bytes on a rebuild
         fig.savefig(tmp, format="png", metadata={"Software": None})
+
+
+def _tick(value: float, _pos=None) -> str:
+    """A count on a log axis, short: 1, 20, 500, 1k, 20k, 1M."""
+    for limit, suffix in ((1e6, "M"), (1e3, "k")):
+        if value >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"
 
 
 def _legend_below(ax) -> None:
@@ -258,7 +266,7 @@ def _log_counts(ax, series: list) -> None:
         ax.set_ylim(0.7, top * 2)
         # 1, 2, 5, 10, ... while that is a few ticks; decades only above
         ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5) if top < 100 else (1,)))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.yaxis.set_major_formatter(FuncFormatter(_tick))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
 
@@ -319,7 +327,7 @@ def plot_reasons(path: Path, pair: str, dropped: dict, kept: int) -> None:
     top = max(values + [1])
     ax.set_xscale("log")
     ax.set_xlim(0.7, top * 8)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick))
     for yi, v in zip(y, values):
         ax.text(max(v, 0.75) * 1.15, yi, f"{v:,}", va="center", fontsize=8)
     ax.set_yticks(y, names, fontsize=8)
@@ -407,8 +415,10 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
     if not (isinstance(bounds, list) and len(bounds) == 2
             and all(_number(b) is not None and b > 0 for b in bounds)):
         bounds = None
-    examples = details.get("dropped_examples")
-    examples = examples if isinstance(examples, dict) else {}
+    examples = details.get("dropped_examples")  # reason -> pair dicts; odd entries left out
+    examples = {str(reason): [e for e in rows if isinstance(e, dict)]
+                for reason, rows in (examples if isinstance(examples, dict) else {}).items()
+                if isinstance(rows, list)}
     scan = _scan_candidates(out_dir, src, tgt, threshold)
     cand_scores, cand_ratio = scan["scores"], scan["ratios"]
     counts = stage.get("counts") or {"candidates": len(cand_scores), "kept": len(kept_scores),
@@ -440,8 +450,7 @@ def pair_report(out_dir: str | Path, pair: str, manifest: dict) -> dict:
         "length_ratio_bounds": bounds,
         "settings": _settings(details, manifest),
         "counts": counts,
-        "dropped_examples": {reason: [_pair_row(e) for e in rows]
-                             for reason, rows in examples.items() if isinstance(rows, list)},
+        "dropped_examples": {reason: [_pair_row(e) for e in rows] for reason, rows in examples.items()},
         "near_threshold": _near_threshold(scan, kept, examples),
         "samples": samples(kept),
         "score_histogram": {"edges": edges.tolist(), **score_hist},

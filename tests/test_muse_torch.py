@@ -129,3 +129,9 @@ def test_bf16_keeps_tatoeba_xsim(numpy_muse, bf16_muse):
               f"{100 * ours.err_en_xx:.1f}")
         assert abs(100 * (ours.err_xx_en - ref.err_xx_en)) <= 0.5, ref.lang
         assert abs(100 * (ours.err_en_xx - ref.err_en_xx)) <= 0.5, ref.lang
+
+
+def test_worker_threads_give_the_same_bits(numpy_muse, bf16):
+    sents = (EXAMPLES / "corpus.fr.txt").read_text(encoding="utf-8").splitlines()[:400]
+    tok = ids(numpy_muse, sents)
+    assert bf16.encode_ids(tok, workers=2).tobytes() == bf16.encode_ids(tok, workers=1).tobytes()

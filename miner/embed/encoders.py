@@ -101,7 +101,6 @@ class MuseEncoder:
         self._pad = self._use._sp.encode("", out_type=int, add_bos=True, add_eos=True)
         self._torch = None
         if self.precision == "bf16":
-            set_torch_threads(self.threads)
             self._torch = TorchMuse(resources / "weights.npz", "bf16")
 
     def encode(self, sentences: list[str]) -> np.ndarray:
@@ -112,9 +111,9 @@ class MuseEncoder:
         out = np.empty((n, self.dim), dtype=np.float32)
         order = np.argsort([len(t) for t in tokens], kind="stable")
         if self._torch is not None:
-            set_torch_threads(self.threads)  # another encoder may have changed them
             # length order packs micro-batches tightly; the bits do not depend on it
-            out[order] = self._torch.encode_ids([tokens[i] for i in order.tolist()])
+            out[order] = self._torch.encode_ids([tokens[i] for i in order.tolist()],
+                                                workers=self.threads)
             return l2_normalize(out)
         model = self._use._model  # loads the weights on first use
         limit = model._threadpool(limits=self.threads, user_api="blas") \

@@ -31,6 +31,8 @@ Shapes: ``T`` token rows of a micro-batch, ``S`` sentences, ``D = 512``.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +69,15 @@ def resolve_precision(precision: str) -> str:
 class TorchMuse:
     """mUSE v3 forward pass over token ids: ``encode_ids(list of id lists) -> (S, D)``.
 
-    ``precision``: ``bf16`` (convolution GEMMs in bf16) or ``fp32``. ``threads``: torch
-    intra-op threads (the caller's choice; see ``miner.embed.encoders``). Rows are not
+    ``precision``: ``bf16`` (convolution GEMMs in bf16) or ``fp32``. Rows are not
     normalised (the caller does it, as for every encoder).
+
+    Threads: ``encode_ids(..., workers=N)`` runs N micro-batches at once on N Python
+    threads, each op on one core (torch ops release the GIL), rather than every op
+    split over N OpenMP threads. Split ops meet at a barrier after each op, dozens per
+    micro-batch: one busy neighbour process then stalls all of them, while a worker
+    slowed by a neighbour delays only its own micro-batch. The bits are the same
+    either way (every op sees the same shapes).
     """
 
     TOKEN_ROWS = 1024
@@ -137,20 +145,43 @@ class TorchMuse:
 
     # -- the forward pass -------------------------------------------------------------
 
-    def encode_ids(self, tokens: list[list[int]]) -> np.ndarray:
+    def encode_ids(self, tokens: list[list[int]], workers: int = 1) -> np.ndarray:
         """Token id lists (with BOS/EOS) -> float32 (S, D) sentence vectors, not normalised.
 
-        Sentences are packed in the given order; the result does not depend on it.
+        Sentences are packed in the given order; the result does not depend on it, nor
+        on ``workers`` (micro-batches run at once, see the class docstring). Torch's
+        own thread count is 1 meanwhile and restored after.
         """
         import torch
 
         n = len(tokens)
+        if n == 0:
+            return np.zeros((0, _EMB_DIM), dtype=np.float32)
         pooled = torch.empty((n, _FEAT_DIM), dtype=torch.float32)
         lengths = torch.tensor([len(t) for t in tokens], dtype=torch.float32)
-        with torch.inference_mode():
-            for rows, batch in self._micro_batches(tokens):
-                self._token_layers(tokens, batch, rows, pooled)
-            out = self._sentence_layers(pooled, lengths)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.inference_mode():
+                # the piece cache is filled here, before the workers only read it; piece
+                # 0 fills the gap rows (they must hold finite numbers: they are masked)
+                self._cache_new(np.fromiter(chain([0], *tokens), dtype=np.int64))
+                batches = list(self._micro_batches(tokens))
+
+                def run(batch):
+                    torch.set_num_threads(1)  # per OS thread under OpenMP
+                    with torch.inference_mode():
+                        self._token_layers(tokens, batch[1], batch[0], pooled)
+
+                if workers > 1 and len(batches) > 1:
+                    with ThreadPoolExecutor(min(workers, len(batches))) as pool:
+                        list(pool.map(run, batches))
+                else:
+                    for batch in batches:
+                        run(batch)
+                out = self._sentence_layers(pooled, lengths)
+        finally:
+            torch.set_num_threads(before)
         return out.numpy()
 
     def _micro_batches(self, tokens: list[list[int]]):
@@ -188,7 +219,6 @@ class TorchMuse:
             inside[at:at + len(t)] = True
             spans.append((at, len(t)))
             at += len(t) + _GAP
-        self._cache_new(ids)
         mask = torch.from_numpy(inside).to(torch.float32)[:, None]
         # [embedding | projection]; the projection part is overwritten by the branches
         feats = self.cache[torch.from_numpy(ids)]

@@ -153,8 +153,27 @@ def _pair_sims(queries: np.ndarray, rows: np.ndarray, database: np.ndarray,
     return out
 
 
-def _topk_approx(scores, s: int, groups: int = 16):
+def _group_max(scores, groups: int, transposed: bool):
+    """(r, w) max over ``groups`` strided slabs of each row of the logical matrix
+    (``scores``, or ``scores.T`` when ``transposed``), on int16 keys for bf16. For the
+    transpose the slabs are contiguous row ranges of ``scores``: one elementwise max
+    over them, then a transpose of the 1/groups-sized result (no transposed copy of
+    the block)."""
+    import torch
+
+    # bf16 bits as int16 order like the floats for non-negative values, and every
+    # negative float is below every non-negative one: max on int16 is much faster
+    key = scores.view(torch.int16) if scores.dtype == torch.bfloat16 else scores
+    if transposed:
+        c, r = scores.shape
+        return key.view(groups, c // groups, r).amax(0).T
+    r, c = scores.shape
+    return key.view(r, groups, c // groups).amax(1)
+
+
+def _topk_approx(scores, s: int, groups: int = 16, transposed: bool = False):
     """Top-s columns per row of a (r, c) score tensor: (values float32, cols int64).
+    ``transposed``: of ``scores.T`` (the other direction of the same block).
 
     For wide blocks, a max over ``groups`` strided slabs picks the s best slabs
     first (the top s entries lie in at most s slabs), so topk runs on 1/groups of
@@ -162,24 +181,22 @@ def _topk_approx(scores, s: int, groups: int = 16):
     """
     import torch
 
-    r, c = scores.shape
+    logical = scores.T if transposed else scores
+    r, c = logical.shape
     if c % groups or c < 8 * groups * s:
-        v, i = torch.topk(scores, s, dim=1)
+        v, i = torch.topk(logical, s, dim=1)
         return v.float(), i
     w = c // groups
-    # bf16 bits as int16 order like the floats for non-negative values, and every
-    # negative float is below every non-negative one: max on int16 is much faster
-    key = scores.view(torch.int16) if scores.dtype == torch.bfloat16 else scores
-    gv, gi = torch.topk(key.view(r, groups, w).amax(1), s, dim=1)
+    gv, gi = torch.topk(_group_max(scores, groups, transposed), s, dim=1)
     if scores.dtype == torch.bfloat16 and bool((gv[:, -1] < 0).any()):
-        v, i = torch.topk(scores, s, dim=1)  # negatives among the best: int order is wrong
+        v, i = torch.topk(logical, s, dim=1)  # negatives among the best: int order is wrong
         return v.float(), i
     cols = (gi[:, :, None] + torch.arange(groups)[None, None, :] * w).reshape(r, -1)
-    v, j = torch.topk(torch.gather(scores, 1, cols).float(), s, dim=1)
+    v, j = torch.topk(torch.gather(logical, 1, cols).float(), s, dim=1)
     return v, torch.gather(cols, 1, j)
 
 
-def _above_threshold(scores, thr, groups: int = 16):
+def _above_threshold(scores, thr, groups: int = 16, transposed: bool = False):
     """Entries of a (r, c) bf16 score block that may beat each row's threshold.
 
     thr: (r,) float32 holding bf16 values, all >= 0 (the running s-th best score of
@@ -188,14 +205,15 @@ def _above_threshold(scores, thr, groups: int = 16):
     thr, so it cannot enter a top-s list that already holds s entries >= thr. After
     the first blocks only a few groups per row pass, so this costs one int16 max
     over the block instead of a top-k. Returns (values (r, w) float32 padded with
-    -inf, columns (r, w) int64) or None when nothing passes.
+    -inf, columns (r, w) int64) or None when nothing passes. ``transposed``: of
+    ``scores.T``.
     """
     import torch
 
-    r, c = scores.shape
+    logical = scores.T if transposed else scores
+    r, c = logical.shape
     w = c // groups
-    key = scores.view(torch.int16)
-    gmax = key.view(r, groups, w).amax(1)  # (r, w): max of columns p, p+w, ...
+    gmax = _group_max(scores, groups, transposed)  # (r, w): max of columns p, p+w, ...
     thr_key = thr.to(torch.bfloat16).view(torch.int16)
     # for thr >= 0, int16 order equals float order wherever it matters: a group
     # whose max is negative maps below any non-negative threshold
@@ -205,7 +223,7 @@ def _above_threshold(scores, thr, groups: int = 16):
     counts = torch.bincount(rows, minlength=r)
     slot = torch.arange(len(rows)) - (torch.cumsum(counts, 0) - counts)[rows]
     cols = pos[:, None] + torch.arange(groups)[None, :] * w  # (nnz, groups)
-    vals = scores[rows[:, None], cols].float()
+    vals = logical[rows[:, None], cols].float()
     width = int(counts.max())
     out_v = torch.full((r, width, groups), float("-inf"))
     out_i = torch.zeros((r, width, groups), dtype=torch.int64)
@@ -304,20 +322,22 @@ def knn_torch_bf16(queries: np.ndarray, database, k: int,
     return sims_out, ids_out
 
 
-def _select(scores, best, s: int, offset: int, bf16: bool):
+def _select(scores, best, s: int, offset: int, bf16: bool, transposed: bool = False):
     """Merge the approximate top-s of each row of a score block (columns = database
-    rows ``offset``...) into the running shortlist ``best`` = (values, rows) or None."""
+    rows ``offset``...) into the running shortlist ``best`` = (values, rows) or None.
+    ``transposed``: of the rows of ``scores.T`` (the block seen from the other side)."""
     import torch
 
-    if (best is not None and bf16 and scores.shape[1] % 16 == 0
+    width = scores.shape[0 if transposed else 1]
+    if (best is not None and bf16 and width % 16 == 0
             and bool((best[0][:, -1] >= 0).all())):
         # a full shortlist already: only entries above its worst matter
-        found = _above_threshold(scores, best[0][:, -1])
+        found = _above_threshold(scores, best[0][:, -1], transposed=transposed)
         if found is None:
             return best
         v, i = found
     else:
-        v, i = _topk_approx(scores, min(s, scores.shape[1]))
+        v, i = _topk_approx(scores, min(s, width), transposed=transposed)
     i = i + offset
     if best is not None:
         v, j = torch.topk(torch.cat([best[0], v], 1), s, dim=1)
@@ -414,7 +434,7 @@ def knn_torch_bf16_both(x: PreparedDatabase, y: PreparedDatabase, k: int,
             for b, y0 in enumerate(range(0, m, fwd.block)):
                 scores = qt @ y.yt[y0:y0 + fwd.block].T
                 best = _select(scores, best, fwd.s, y0, bf16)
-                col_best[b] = _select(scores.T.contiguous(), col_best[b], bwd.s, q0, bf16)
+                col_best[b] = _select(scores, col_best[b], bwd.s, q0, bf16, transposed=True)
             rows = slice(q0, q0 + len(qt))
             out_f[0][rows], out_f[1][rows] = fwd.finish(q0, best, stats)
             if on_block is not None:

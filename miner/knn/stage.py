@@ -159,6 +159,11 @@ class KnnStage(Stage):
         return tasks
 
     def run_pending(self, ctx, pending: list[Task], done) -> None:
+        if self._both_at_once(ctx, pending):
+            for direction in DIRECTIONS:
+                _remove_index_dir(ctx.run.knn(self.src, self.tgt, direction))
+            self._search_both(ctx, pending, done)
+            return
         for direction in DIRECTIONS:
             todo = [t for t in pending if t.item[0] == direction]
             out = ctx.run.knn(self.src, self.tgt, direction)
@@ -175,6 +180,49 @@ class KnnStage(Stage):
                 continue
             self._search(ctx, direction, todo, out, index_path, done)
             _remove_index_dir(out)  # every shard of the direction is done
+
+    def _both_at_once(self, ctx, pending: list[Task]) -> bool:
+        """Both directions from one GEMM per tile (``knn_torch_bf16_both``): exact
+        search on the CPU bf16 path, in this process, every shard of both directions
+        to search, and both sides resident within ``--max-memory``."""
+        if ctx.cluster is not None or len(pending) != sum(len(s.paths) for s in self.sides.values()):
+            return False
+        if any(self.info[d]["index"] != "flat" or not _cpu_bf16_path(self.info[d]["backend"])
+               for d in DIRECTIONS):
+            return False
+        n = sum(sum(s.rows) for s in self.sides.values())
+        part_rows, _ = plan_blocks(parse_memory(self.cfg.knn.max_memory), self.dim, 1, n, "torch")
+        return part_rows >= n
+
+    def _search_both(self, ctx, pending: list[Task], done) -> None:
+        from miner.knn.cpu_bf16 import PreparedDatabase, knn_torch_bf16_both
+
+        kc = self.cfg.knn
+        load = self._loader(parse_memory(kc.max_memory))
+
+        def whole(lang):
+            paths = self.sides[lang].paths
+            parts = [load(p) for p in paths]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+        x, y = PreparedDatabase(whole(self.src)), PreparedDatabase(whole(self.tgt))
+        with Progress(f"knn {self.src}-{self.tgt} fwd+bwd", total=len(x), unit="query",
+                      logger=log) as bar:
+            results = dict(zip(DIRECTIONS, knn_torch_bf16_both(x, y, kc.k, on_block=bar.update)))
+        for direction in DIRECTIONS:
+            q, db = self._direction(direction)
+            out = ctx.run.knn(self.src, self.tgt, direction)
+            db_ids = read_ids(db.paths)
+            sims, rows = results[direction]
+            start = 0
+            for task in (t for t in pending if t.item[0] == direction):
+                path, n = as_path(task.item[1]), task.item[2]
+                search = _precomputed(sims, rows, start)
+                written = search_shard(path, task.fingerprint, out, search, db_ids, max(n, 1),
+                                       kc.k, load=load)
+                start += n
+                done(task, describe_result(Result([out / path.name],
+                                                  {direction: {"queries": written, "shards": 1}})))
 
     def _search(self, ctx, direction, todo, out, index_path, done) -> None:
         kc = self.cfg.knn
@@ -313,6 +361,18 @@ def _remove_index_dir(out: Path, keep: Path | None = None) -> None:
             f.unlink(missing_ok=True)
     if not any(d.iterdir()):
         d.rmdir()
+
+
+def _precomputed(sims: np.ndarray, rows: np.ndarray, start: int):
+    """``search(block)`` for ``search_shard`` that hands out rows start... of results
+    computed before, block after block."""
+    pos = [start]
+
+    def search(block):
+        a = pos[0]
+        pos[0] += len(block)
+        return sims[a:pos[0]], rows[a:pos[0]]
+    return search
 
 
 def _cpu_bf16_path(backend: str) -> bool:
