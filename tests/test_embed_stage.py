@@ -188,3 +188,55 @@ def test_progress_counts_sentences_over_all_shards_of_a_language(prepared, muse,
     lines = [r.getMessage() for r in caplog.records if r.name == "miner.progress"]
     assert lines and all(line.startswith("embed de: ") for line in lines)
     assert lines[-1].startswith("embed de: 70/70 sentence (100%), ") and "sentence/s" in lines[-1]
+
+
+EMBED_EN = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from miner.config import Config; from miner.embed.stage import run_embed; "
+            "run_embed(Config(), sys.argv[1], 'en')")
+
+
+@pytest.mark.slow  # 50k sentences embedded twice, in subprocesses: minutes
+def test_sigkill_in_a_50k_shard_resumes_from_its_checkpoint(tmp_path):
+    """The real thing: a 50,000-sentence shard, default block and checkpoint sizes,
+    the process SIGKILLed once its first checkpoint is on disk; the rerun starts
+    after it and writes the bytes of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, shared_data
+
+    tat = shared_data("tatoeba")
+    seen, texts = set(), []
+    for path in sorted(tat.glob("tatoeba.*-eng.*")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip() and line not in seen:
+                seen.add(line)
+                texts.append(line)
+    assert len(texts) >= 50_000
+    texts = texts[:50_000]
+    for run in ("ref", "killed"):
+        write_sentence_shard(tmp_path / run / "sentences" / "en" / "part-00000.parquet", texts)
+
+    def embed(run, **kw):
+        return subprocess.Popen([sys.executable, "-c", EMBED_EN, str(tmp_path / run)], cwd=REPO,
+                                stderr=subprocess.PIPE, text=True, **kw)
+
+    ckpt = tmp_path / "killed" / "embeddings" / "en" / ".part-00000.parquet.ckpt-000.npz"
+    proc = embed("killed")
+    while not ckpt.exists():
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    shard = tmp_path / "killed" / "embeddings" / "en" / "part-00000.parquet"
+    assert not shard.exists()
+    resumed = embed("killed")
+    assert resumed.wait(timeout=1800) == 0
+    assert "resuming after 10000 checkpointed sentence(s)" in resumed.stderr.read()
+    ref = embed("ref")
+    assert ref.wait(timeout=1800) == 0
+    assert shard.read_bytes() == (tmp_path / "ref" / "embeddings" / "en" / shard.name).read_bytes()
+    assert not list(shard.parent.glob(".*.ckpt-*"))

@@ -135,3 +135,13 @@ def test_worker_threads_give_the_same_bits(numpy_muse, bf16):
     sents = (EXAMPLES / "corpus.fr.txt").read_text(encoding="utf-8").splitlines()[:400]
     tok = ids(numpy_muse, sents)
     assert bf16.encode_ids(tok, workers=2).tobytes() == bf16.encode_ids(tok, workers=1).tobytes()
+
+
+def test_bad_precision_or_threads_is_one_line():
+    from miner.config import Config
+    from miner.errors import MinerError
+
+    with pytest.raises(MinerError, match="setting precision = 'bf17': expected one of auto, bf16"):
+        Config().update({"precision": "bf17"}).validate()
+    with pytest.raises(MinerError, match="setting threads = -1"):
+        Config().update({"threads": -1}).validate()

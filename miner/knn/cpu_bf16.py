@@ -1,13 +1,16 @@
-"""Exact kNN on the CPU with a bf16 GEMM shortlist and an fp64 rescore.
+"""Exact kNN on the CPU with a bf16 GEMM shortlist and an exact rescore.
 
 On CPUs with AVX512-BF16 or AMX, torch's bf16 matmul (oneDNN) runs at a few times
 faiss-cpu's fp32 flat search. Scores from bf16 inputs are approximate, so:
 
 1. bf16 GEMM of a query block against database column blocks; per query keep a
    shortlist of the ``s`` best approximate scores (``s`` a few more than k);
-2. rescore the shortlist from the original vectors (products and sums in float64,
-   rounded once to float32: the similarity is a function of the pair alone, never
-   of block sizes or summation order in a GEMM);
+2. rescore, from the original vectors, the shortlisted candidates that can still
+   be in the top k: the exact dot product rounded once to float32 (for float16 rows
+   of moderate norm, float32 products and float64 sums are exact in any order, see
+   ``EXACT_NORM_PRODUCT``; otherwise float64 in the pair's own order), so the
+   similarity is a function of the pair alone, never of block sizes or summation
+   order in a GEMM;
 3. certify each query: every approximate score is within ``eps`` of the exact one
    (a rigorous bound from bf16 rounding, see ``score_error_bound``), so when the
    best score left out of the shortlist plus ``eps`` is below the exact k-th score,
@@ -18,7 +21,8 @@ faiss-cpu's fp32 flat search. Scores from bf16 inputs are approximate, so:
 The result is the exact top k under the rescored similarity, ties to the lower id:
 identical whatever the blocking. Without bf16 hardware the same code runs the GEMM
 in fp32 (with the much smaller fp32 bound). fp16 matmul is never used on the CPU:
-it is very slow there.
+it is very slow there. ``knn_torch_bf16_both`` searches both directions from one
+GEMM per tile (the second direction's scores are the transpose of the first's).
 """
 
 from __future__ import annotations
@@ -300,8 +304,7 @@ def knn_torch_bf16(queries: np.ndarray, database, k: int,
     if queries.ndim != 2 or db_array.ndim != 2 or queries.shape[1] != db_array.shape[1]:
         raise MinerError(f"embedding shapes do not match: queries {queries.shape}, "
                          f"database {db_array.shape}")
-    n, d = queries.shape
-    m = db_array.shape[0]
+    n, m = len(queries), len(db_array)
     k = min(k, m)
     if k <= 0 or n == 0:
         return np.zeros((n, max(k, 0)), np.float32), np.zeros((n, max(k, 0)), np.int64)

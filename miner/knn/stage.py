@@ -214,13 +214,13 @@ class KnnStage(Stage):
             out = ctx.run.knn(self.src, self.tgt, direction)
             db_ids = read_ids(db.paths)
             sims, rows = results[direction]
-            start = 0
+            # each query shard's first row in the concatenation searched
+            starts = dict(zip(map(str, q.paths), np.cumsum([0] + q.rows).tolist()))
             for task in (t for t in pending if t.item[0] == direction):
                 path, n = as_path(task.item[1]), task.item[2]
-                search = _precomputed(sims, rows, start)
+                search = _precomputed(sims, rows, starts[str(task.item[1])])
                 written = search_shard(path, task.fingerprint, out, search, db_ids, max(n, 1),
                                        kc.k, load=load)
-                start += n
                 done(task, describe_result(Result([out / path.name],
                                                   {direction: {"queries": written, "shards": 1}})))
 
