@@ -82,6 +82,9 @@ def main(verbose: bool) -> None:
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # progress lines (off a terminal, every 30 s: miner.progress) show without -v, so
+    # that a long run's log is never silent for minutes
+    logging.getLogger("miner.progress").setLevel(logging.INFO)
 
 
 # --- commands: each is a few lines that call into a stage module -------------------

@@ -31,10 +31,10 @@ import os
 import sys
 from typing import Any, Callable, Optional, Sequence
 
-from tqdm import tqdm
 
 from miner.config import EXECUTORS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
+from miner.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,9 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _bar(total: int, desc: str):
-    return tqdm(total=total, unit="task", desc=desc or None, disable=None if desc else True)
+    """Tasks done of ``total``: a bar on a terminal, a log line every 30 s elsewhere
+    (miner.progress); nothing without ``desc``."""
+    return Progress(desc, total=total, unit="task", enabled=bool(desc))
 
 
 def _deliver(results: list, items: list, i: int, value, on_result, bar) -> None:

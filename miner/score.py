@@ -372,7 +372,8 @@ def direction_bests(margin: str, knn: dict, executor, pair: str = ""):
     items = [("fwd", str(p), int(o)) for p, o in zip(knn["fwd"], np.cumsum([0] + fwd_rows))] + \
             [("bwd", str(p), int(o)) for p, o in zip(knn["bwd"], np.cumsum([0] + bwd_rows))]
     try:
-        best = executor.map(partial(score_shard, ctx), items, desc=f"score {pair}")
+        best = executor.map(partial(score_shard, ctx), items,
+                            desc=f"score {pair}: neighbour shards scored")
     finally:
         _INDEX_CACHE.clear()  # tasks that ran in this process built it here
     nf = len(knn["fwd"])
@@ -492,7 +493,7 @@ def write_candidates(executor, run: RunDir, src: str, tgt: str,
                 rg = max(1024, -(-len(job.positions) // n_parts))
                 jobs.append(dataclasses.replace(
                     job, out=str(shuffle / f"{side}.{as_path(job.shard).name}"), row_group_size=rg))
-        executor.map(gather_shard, jobs, desc=desc)
+        executor.map(gather_shard, jobs, desc=desc and f"{desc}: texts gathered")
         ranges = {j.out: (int(j.positions[0]), int(j.positions[-1])) for j in jobs}
         sources = {"src": tuple(j.out for j in jobs[:len(src_jobs)]),
                    "tgt": tuple(j.out for j in jobs[len(src_jobs):])}
@@ -509,7 +510,7 @@ def write_candidates(executor, run: RunDir, src: str, tgt: str,
         parts.append(PartJob(str(RunDir.shard(directory, i)), a, b,
                              src_cand_ids[a:b], tgt_cand_ids[a:b], cands.score[a:b],
                              cands.direction[a:b], needed("src"), needed("tgt")))
-    executor.map(write_part, parts, desc=desc)  # phase 2
+    executor.map(write_part, parts, desc=desc and f"{desc}: parts written")  # phase 2
     if shuffle.exists():
         rmtree(shuffle)
     names = [as_path(job.path).name for job in parts]

@@ -206,8 +206,7 @@ class KnnStage(Stage):
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
         x, y = PreparedDatabase(whole(self.src)), PreparedDatabase(whole(self.tgt))
-        with Progress(f"knn {self.src}-{self.tgt} fwd+bwd", total=len(x), unit="query",
-                      logger=log) as bar:
+        with Progress(f"knn {self.src}-{self.tgt} fwd+bwd", total=len(x), unit="query") as bar:
             results = dict(zip(DIRECTIONS, knn_torch_bf16_both(x, y, kc.k, on_block=bar.update)))
         for direction in DIRECTIONS:
             q, db = self._direction(direction)
@@ -286,7 +285,7 @@ class KnnStage(Stage):
         load = self._loader(budget)
         total = sum(rows for _, _, rows in (t.item for t in todo))
         with Progress(f"knn {self.src}-{self.tgt} {direction}", total=total,
-                      unit="query", logger=log) as bar:
+                      unit="query") as bar:
             for task, (path, fp) in zip(todo, shards):
                 finished(task, search_shard(path, fp, out, search, db_ids, q_block, kc.k,
                                             load=load, progress=bar))
