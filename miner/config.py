@@ -374,7 +374,7 @@ class Config:
             _check_types(obj)
         if not self.out.strip():
             _bad("out", self.out, "a directory path or URL")
-        _check_pairs(self.pairs)
+        self.pairs = _check_pairs(self.pairs)  # canonical: deu_Latn-eng_Latn -> de-en
         _at_least("shard_size", self.shard_size, 1)
         _choice("executor", self.executor, EXECUTORS)
         _at_least("seed", self.seed, 0)
@@ -577,10 +577,10 @@ def _size(name: str, value: str) -> None:
         _bad(name, value, "a size > 0 like 512M or 8G")
 
 
-def _check_pairs(pairs: list[str]) -> None:
+def _check_pairs(pairs: list[str]) -> list[str]:
     """Each pair two known, different languages (after ``normalise_lang``: ``de-deu`` is
     one language twice), each pair once (``de-en`` and ``deu_Latn-eng_Latn`` are the
-    same)."""
+    same); returns the pairs in canonical form (``de-en``)."""
     from miner.langs import normalise_lang
 
     seen: dict[tuple[str, str], str] = {}
@@ -601,6 +601,7 @@ def _check_pairs(pairs: list[str]) -> None:
         if key in seen:
             _bad("pairs", pair, f"each pair once (same as {seen[key]!r})")
         seen[key] = pair
+    return [f"{src}-{tgt}" for src, tgt in seen]
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

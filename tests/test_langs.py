@@ -159,3 +159,12 @@ def test_tatoeba_with_muse_on_ukrainian_warns(caplog):
     assert result.lang == "ukr" and result.n == 1000
     assert [r.getMessage() for r in caplog.records] == [
         "uk is not among the 16 languages muse was trained on; expect poor pairs"]
+
+
+def test_config_writes_pairs_in_one_canonical_form():
+    from miner.config import Config
+
+    a = Config().update({"pairs": ["deu_Latn-eng_Latn", "fra-en"]}).validate()
+    b = Config().update({"pairs": ["de-en", "fr-en"]}).validate()
+    assert a.pairs == ["de-en", "fr-en"]
+    assert a.config_hash() == b.config_hash()
