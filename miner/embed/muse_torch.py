@@ -30,14 +30,12 @@ Shapes: ``T`` token rows of a micro-batch, ``S`` sentences, ``D = 512``.
 
 from __future__ import annotations
 
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 
 _VOCAB_ROWS = 7530
 _NUM_CHUNKS = 17
@@ -221,7 +219,7 @@ class TorchMuse:
             at += len(t) + _GAP
         mask = torch.from_numpy(inside).to(torch.float32)[:, None]
         # [embedding | projection]; the projection part is overwritten by the branches
-        feats = self.cache[torch.from_numpy(ids)]
+        feats = torch.index_select(self.cache, 0, torch.from_numpy(ids))
         x = F.layer_norm(feats[:, _EMB_DIM:], (3 * _CNN_DIM,), self.ln_g_all, self.ln_b_all,
                          self.eps)
         x.mul_(mask)  # gap rows are the zero padding of the windows
