@@ -159,6 +159,9 @@ class KnnConfig:
                                help="Exact search implementation (auto: the Triton kernel "
                                     "on a GPU, else faiss).")
     max_memory: str = setting("8G", help="Memory budget of the search blocks, e.g. 8G.")
+    # 0: the cores of this process's affinity mask (taskset, cgroups), not the machine's
+    knn_threads: int = setting(0, default_text="0: the usable cores",
+                               help="CPU threads of the kNN search (torch and faiss).")
 
 
 @dataclass
@@ -421,6 +424,7 @@ class Config:
         _choice("embed_dtype", e.embed_dtype, EMBED_DTYPES)
         _choice("precision", e.precision, PRECISIONS)
         _at_least("threads", e.threads, 0, "(0: the usable cores)")
+        _at_least("knn_threads", self.knn.knn_threads, 0, "(0: the usable cores)")
         _choice("st_backend", e.st_backend, ST_BACKENDS)
         if e.encoder == "muse" and e.st_backend != "torch":
             _bad("st_backend", e.st_backend, "torch with encoder muse (onnx and openvino are "

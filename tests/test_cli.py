@@ -301,6 +301,8 @@ def _other_value(setting, param):
         "min_length_ratio": (["--min-length-ratio", "0.4"], 0.4),
         "max_length_ratio": (["--max-length-ratio", "3"], 3.0),
         "device": (["--device", "cpu"], "cpu"),
+        "st_backend": (["--st-backend", "onnx", "--encoder", "sentence-transformers",
+                        "--model", "m"], "onnx"),
     }
     if setting.name in special:
         return special[setting.name]

@@ -18,11 +18,10 @@ LASER_F1 = {"de": 95.39, "fr": 94.68, "ru": 93.74, "zh": 88.78}
 
 @pytest.mark.slow  # a BUCC sample per language: 7-30 s each
 @pytest.mark.parametrize("lang", sorted(LASER_F1))
-def test_bucc_f1_matches_laser_procedure(lang, muse):
+def test_bucc_f1_matches_laser_procedure(lang, bucc_fp32):
     """The stages of `mine run` (float16 embedding shards, the knn and score stages)
     give LASER's F1 within 0.1."""
-    bucc = shared_data("bucc")
-    r = evaluate_bucc(bucc, f"{lang}-en", muse, "training", "training")
+    r = bucc_fp32(lang)
     assert abs(100 * r.f1 - LASER_F1[lang]) <= 0.1, r
     assert r.n_gold == 300 and r.margin == "ratio" and r.k == 4 and r.filter_counts is None
 

@@ -182,3 +182,26 @@ def test_one_gemm_for_both_directions_equals_the_per_direction_search(tmp_path, 
     assert counts["fwd"]["searched_shards"] == 1 and counts["bwd"]["searched_shards"] == 1
     after = {d: [p.read_bytes() for p in knn_shards(tmp_path, "de", "en", d)] for d in ("fwd", "bwd")}
     assert after == before
+
+
+@pytest.mark.parametrize("backend", ["torch", "faiss"])
+def test_search_threads_do_not_change_the_neighbours(tmp_path, corpus, backend):
+    """--knn-threads 1 and 2 write the same bytes; the setting is not in the
+    fingerprint (a rerun with other threads is current) and is put back after."""
+    import faiss
+    import torch
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    results = {}
+    for threads in (1, 2):
+        out = tmp_path / f"t{threads}"
+        write_shards(out, corpus, 700)
+        run_knn(config(knn_backend=backend, knn_threads=threads), out, "de", "en")
+        results[threads] = [p.read_bytes() for d in ("fwd", "bwd")
+                            for p in knn_shards(out, "de", "en", d)]
+    assert results[1] == results[2]
+    assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before
+    shards = [p for d in ("fwd", "bwd") for p in knn_shards(tmp_path / "t1", "de", "en", d)]
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    run_knn(config(knn_backend=backend, knn_threads=2), tmp_path / "t1", "de", "en")
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # current: nothing redone

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -139,8 +140,10 @@ class KnnStage(Stage):
             n_db = sum(db.rows)
             kind = choose_index(kc.index, n_db)
             backend = resolve_backend(kc.knn_backend)
+            # max_memory and knn_backend are replaced by what they resolve to; the
+            # threads never change the neighbours (tests/test_knn_sharded.py)
             settings = {key: v for key, v in dataclasses.asdict(kc).items()
-                        if key not in ("max_memory", "knn_backend")}  # replaced by what they resolve to
+                        if key not in ("max_memory", "knn_backend", "knn_threads")}
             settings.update(index=kind, backend=backend if kind == "flat" else "faiss",
                             seed=self.cfg.seed)
             if kind == "flat":
@@ -159,6 +162,10 @@ class KnnStage(Stage):
         return tasks
 
     def run_pending(self, ctx, pending: list[Task], done) -> None:
+        with search_threads(self.cfg.knn.knn_threads):
+            self._run_pending(ctx, pending, done)
+
+    def _run_pending(self, ctx, pending: list[Task], done) -> None:
         if self._both_at_once(ctx, pending):
             for direction in DIRECTIONS:
                 _remove_index_dir(ctx.run.knn(self.src, self.tgt, direction))
@@ -388,6 +395,32 @@ def _has_faiss_gpu() -> bool:
     import faiss
 
     return hasattr(faiss, "GpuMultipleClonerOptions")
+
+
+@contextmanager
+def search_threads(threads: int):
+    """Torch's and faiss's (OpenMP) threads for the search, put back after: ``threads``,
+    or 0 for the cores of this process's affinity mask (taskset, cgroup cpusets), not
+    the machine's count, which oversubscribes a container and spins on a shared node."""
+    import faiss
+
+    from miner.embed.encoders import usable_cores
+
+    n = threads or usable_cores()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is an extra; faiss alone then
+        torch = None
+    before = (torch.get_num_threads() if torch else None, faiss.omp_get_max_threads())
+    if torch:
+        torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch and torch.get_num_threads() != before[0]:
+            torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
 
 
 def _build_faiss_index(db: Database, kind: str, nprobe: int, seed: int):
