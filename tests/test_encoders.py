@@ -149,6 +149,30 @@ def test_st_onnx_backend_is_close_to_torch_and_cached_beside_the_model(tmp_path)
 
 
 @pytest.mark.slow  # imports sentence-transformers (torch, transformers): ~6 s
+@pytest.mark.slow  # exports MiniLM to OpenVINO: ~20 s
+def test_st_openvino_backend_matches_torch_and_is_cached_beside_the_model(tmp_path):
+    """--st-backend openvino: the float export made once beside a local model (a second
+    load reuses it), vectors equal to the torch model's up to float rounding."""
+    why = _st_backend_error("openvino")
+    if why is not None:
+        pytest.skip(f"sentence-transformers' openvino backend cannot load here ({why})")
+    from conftest import shared_data
+    from miner.embed.encoders import SentenceTransformerEncoder
+
+    folder = _model_copy(tmp_path)
+    ov = load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                      st_backend="openvino")
+    export = folder / "openvino" / "openvino_model.xml"
+    made = export.stat().st_mtime_ns
+    load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                 st_backend="openvino")
+    assert export.stat().st_mtime_ns == made and not list(folder.glob(".export-*"))
+    lines = (shared_data("bucc") / "de-en.training.en").read_text(encoding="utf-8")
+    sents = [line.split("\t", 1)[1] for line in lines.splitlines()[:200]]
+    ref = SentenceTransformerEncoder(str(folder), device="cpu", precision="fp32").encode(sents)
+    assert np.sum(ref * ov.encode(sents), axis=1).min() > 0.999
+
+
 def test_st_backend_that_cannot_load_is_one_line(tmp_path):
     """Where onnxruntime / optimum are missing (or clash with the installed
     transformers): one line naming the package and the extra that installs it."""

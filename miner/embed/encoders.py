@@ -265,9 +265,20 @@ def _load_exported(SentenceTransformer, model: str, device: str, backend: str):
                              f"backend {backend}: {_first_line(e)}") from None
 
     folder = Path(model)
-    # OpenVINO's int8 export is static quantisation, which needs a calibration data
-    # set (downloaded by default): openvino runs the library's float export
-    if backend != "onnx" or not folder.is_dir():
+    if not folder.is_dir():
+        return load()
+    if backend == "openvino":
+        # OpenVINO's int8 export is static quantisation, which needs a calibration data
+        # set (downloaded by default): the library's float export, made once and kept
+        # beside the model (an export takes longer than a day's encoding of a corpus)
+        if not (folder / "openvino" / "openvino_model.xml").exists():
+            with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
+                load()[0].auto_model.save_pretrained(tmp)  # writes openvino/*.xml, *.bin
+                made = Path(tmp) / "openvino"
+                if not (made / "openvino_model.xml").exists():
+                    raise MinerError(f"cannot export {model!r} to openvino: "
+                                     "openvino/openvino_model.xml not written")
+                os.replace(made, folder / "openvino")  # same file system: atomic
         return load()
     from sentence_transformers import export_dynamic_quantized_onnx_model
 
