@@ -117,27 +117,41 @@ def _model_copy(tmp_path):
     return folder
 
 
+def _exported(tmp_path, backend: str, export_glob: str):
+    """An encoder on ``backend`` over a copy of MiniLM, the export it made, and a second
+    encoder loaded after it (which must reuse the export); skipped where the backend
+    cannot load."""
+    why = _st_backend_error(backend)
+    if why is not None:
+        pytest.skip(f"sentence-transformers' {backend} backend cannot load here ({why})")
+    folder = _model_copy(tmp_path)
+    first = load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                         st_backend=backend)
+    (export,) = folder.glob(export_glob)
+    made = export.stat().st_mtime_ns
+    again = load_encoder("sentence-transformers", model=str(folder), device="cpu",
+                         st_backend=backend)
+    assert export.stat().st_mtime_ns == made and not list(folder.glob(".export-*"))
+    return folder, first, again
+
+
+def _news_and_torch(folder, n: int):
+    """``n`` BUCC de-en English sentences and the torch fp32 model's vectors of them."""
+    from conftest import shared_data
+    from miner.embed.encoders import SentenceTransformerEncoder
+
+    lines = (shared_data("bucc") / "de-en.training.en").read_text(encoding="utf-8")
+    sents = [line.split("\t", 1)[1] for line in lines.splitlines()[:n]]
+    return sents, SentenceTransformerEncoder(str(folder), device="cpu",
+                                             precision="fp32").encode(sents)
+
+
 @pytest.mark.slow  # exports MiniLM to ONNX and quantises it: ~30 s
 def test_st_onnx_backend_is_close_to_torch_and_cached_beside_the_model(tmp_path):
     """--st-backend onnx: sentence-transformers' ONNX backend on an int8 export made
     once beside the model; vectors close to the torch model's on real news sentences."""
-    why = _st_backend_error("onnx")
-    if why is not None:
-        pytest.skip(f"sentence-transformers' onnx backend cannot load here ({why})")
-    from conftest import shared_data
-    from miner.embed.encoders import SentenceTransformerEncoder
-
-    folder = _model_copy(tmp_path)
-    onnx = load_encoder("sentence-transformers", model=str(folder), device="cpu",
-                        st_backend="onnx")
-    (export,) = (folder / "onnx").glob("model_qint8_*.onnx")
-    made = export.stat().st_mtime_ns
-    again = load_encoder("sentence-transformers", model=str(folder), device="cpu",
-                         st_backend="onnx")  # a second load reuses the export
-    assert export.stat().st_mtime_ns == made and not list(folder.glob(".export-*"))
-    lines = (shared_data("bucc") / "de-en.training.en").read_text(encoding="utf-8")
-    sents = [line.split("\t", 1)[1] for line in lines.splitlines()[:300]]
-    ref = SentenceTransformerEncoder(str(folder), device="cpu", precision="fp32").encode(sents)
+    folder, onnx, again = _exported(tmp_path, "onnx", "onnx/model_qint8_*.onnx")
+    sents, ref = _news_and_torch(folder, 300)
     got = onnx.encode(sents)
     assert got.shape == ref.shape and got.dtype == np.float32
     # deterministic for the same call (the activations' int8 scales are per batch, so
@@ -148,31 +162,16 @@ def test_st_onnx_backend_is_close_to_torch_and_cached_beside_the_model(tmp_path)
     assert cos.mean() >= 0.99 and cos.min() >= 0.97, (cos.mean(), cos.min())
 
 
-@pytest.mark.slow  # imports sentence-transformers (torch, transformers): ~6 s
 @pytest.mark.slow  # exports MiniLM to OpenVINO: ~20 s
 def test_st_openvino_backend_matches_torch_and_is_cached_beside_the_model(tmp_path):
     """--st-backend openvino: the float export made once beside a local model (a second
     load reuses it), vectors equal to the torch model's up to float rounding."""
-    why = _st_backend_error("openvino")
-    if why is not None:
-        pytest.skip(f"sentence-transformers' openvino backend cannot load here ({why})")
-    from conftest import shared_data
-    from miner.embed.encoders import SentenceTransformerEncoder
-
-    folder = _model_copy(tmp_path)
-    ov = load_encoder("sentence-transformers", model=str(folder), device="cpu",
-                      st_backend="openvino")
-    export = folder / "openvino" / "openvino_model.xml"
-    made = export.stat().st_mtime_ns
-    load_encoder("sentence-transformers", model=str(folder), device="cpu",
-                 st_backend="openvino")
-    assert export.stat().st_mtime_ns == made and not list(folder.glob(".export-*"))
-    lines = (shared_data("bucc") / "de-en.training.en").read_text(encoding="utf-8")
-    sents = [line.split("\t", 1)[1] for line in lines.splitlines()[:200]]
-    ref = SentenceTransformerEncoder(str(folder), device="cpu", precision="fp32").encode(sents)
+    folder, ov, _ = _exported(tmp_path, "openvino", "openvino/openvino_model.xml")
+    sents, ref = _news_and_torch(folder, 200)
     assert np.sum(ref * ov.encode(sents), axis=1).min() > 0.999
 
 
+@pytest.mark.slow  # imports sentence-transformers (torch, transformers): ~6 s
 def test_st_backend_that_cannot_load_is_one_line(tmp_path):
     """Where onnxruntime / optimum are missing (or clash with the installed
     transformers): one line naming the package and the extra that installs it."""
