@@ -106,6 +106,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _bar(total: int, desc: str):
     """Tasks done of ``total``: a bar on a terminal, a log line every 30 s elsewhere
     (miner.progress); nothing without ``desc``."""
@@ -145,7 +153,7 @@ class LocalExecutor(Executor):
     def __init__(self, workers: int = 0):
         if workers < 0:
             raise MinerError(f"workers must be 0 (all cores) or more, got {workers}")
-        self.workers = workers or len(os.sched_getaffinity(0))
+        self.workers = workers or usable_cores()
 
     def map(self, fn, items, *, desc="", num_cpus=1, num_gpus=0, on_result=None) -> list:
         items = list(items)

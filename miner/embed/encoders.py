@@ -17,6 +17,7 @@ import numpy as np
 
 from miner.config import ENCODERS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
+from miner.executor import usable_cores
 
 
 class Encoder(Protocol):
@@ -26,14 +27,6 @@ class Encoder(Protocol):
     def encode(self, sentences: list[str]) -> np.ndarray:
         """Embed sentences as L2-normalised float32 rows, shape (len(sentences), dim)."""
         ...
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, not the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def set_torch_threads(threads: int) -> None:

@@ -404,7 +404,7 @@ def search_threads(threads: int):
     the machine's count, which oversubscribes a container and spins on a shared node."""
     import faiss
 
-    from miner.embed.encoders import usable_cores
+    from miner.executor import usable_cores
 
     n = threads or usable_cores()
     try:
@@ -412,7 +412,7 @@ def search_threads(threads: int):
     except ImportError:  # pragma: no cover - torch is an extra; faiss alone then
         torch = None
     before = (torch.get_num_threads() if torch else None, faiss.omp_get_max_threads())
-    if torch:
+    if torch and before[0] != n:  # a change rebuilds torch's OpenMP pool: only if needed
         torch.set_num_threads(n)
     faiss.omp_set_num_threads(n)
     try:
