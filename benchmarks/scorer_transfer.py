@@ -30,10 +30,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bucc_scorer import f1_at, pooled_threshold  # noqa: E402
 from miner.config import Config  # noqa: E402
-from miner.evaluate.bucc import (BuccSplit, mine_split, optimize_threshold,  # noqa: E402
-                                 precision_recall_f1, read_split)
+from miner.evaluate.bucc import BuccSplit, mine_split, optimize_threshold, read_split  # noqa: E402
 from miner.scorer import load_scorer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -71,19 +72,15 @@ def tatoeba_split(data: Path, lang: str, seed: int) -> BuccSplit:
     return BuccSplit("tatoeba", src_ids, xs, [i for i, _ in tgt], [t for _, t in tgt], gold)
 
 
-def f1_at(c2s: dict, gold: set, threshold: float) -> float:
-    return precision_recall_f1([p for p, v in c2s.items() if v >= threshold], gold)[2]
-
-
 def bucc_ratio_threshold(bucc: Path, work: Path, encoder) -> float:
     """The ratio margin's threshold tuned on the BUCC training splits together."""
-    merged, gold = {}, set()
+    c2s, golds = {}, {}
     for lang in ("de", "fr", "ru", "zh"):
         split = read_split(bucc, f"{lang}-en", "training")
-        c2s = mine_split(split, f"{lang}-en", Config(), work / f"bucc-{lang}", False, encoder)[0]
-        merged.update({(lang, *p): v for p, v in c2s.items()})
-        gold |= {(lang, *p) for p in split.gold}
-    return optimize_threshold(merged, gold)[0]
+        c2s[lang] = mine_split(split, f"{lang}-en", Config(), work / f"bucc-{lang}", False,
+                               encoder)[0]
+        golds[lang] = split.gold
+    return pooled_threshold(c2s, golds)
 
 
 def main(argv=None) -> int:
