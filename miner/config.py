@@ -158,7 +158,10 @@ class KnnConfig:
     knn_backend: str = setting("auto", choices=KNN_BACKENDS,
                                help="Exact search implementation (auto: the Triton kernel "
                                     "on a GPU, else faiss).")
-    max_memory: str = setting("8G", help="Memory budget of the search blocks, e.g. 8G.")
+    # the run's one memory budget: the kNN search blocks, and prepare's dedup pass
+    # (miner.dedup), which spills to disk beyond it
+    max_memory: str = setting("8G", help="Memory budget of the kNN search blocks and of "
+                                         "prepare's dedup, e.g. 8G.")
     # 0: the cores of this process's affinity mask (taskset, cgroups), not the machine's
     knn_threads: int = setting(0, default_text="0: the usable cores",
                                help="CPU threads of the kNN search (torch and faiss).")

@@ -182,6 +182,31 @@ class LocalExecutor(Executor):
         return _in_process(make_worker(), items, desc, on_result)
 
 
+class ThreadExecutor(LocalExecutor):
+    """``map`` over a pool of ``workers`` threads of this process (0: the usable cores).
+
+    For steps whose work runs in numpy, pandas and Arrow, which release the GIL: no
+    spawn, no pickling of the items and results (a process pool was twice slower for
+    the score stage on 2 cores). Results in input order, as every executor.
+    """
+
+    name = "threads"
+
+    def map(self, fn, items, *, desc="", num_cpus=1, num_gpus=0, on_result=None) -> list:
+        items = list(items)
+        workers = max(1, min(self.workers, len(items)))
+        if workers == 1:
+            return _in_process(fn, items, desc, on_result)
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        results: list = [None] * len(items)
+        with _bar(len(items), desc) as bar, ThreadPoolExecutor(workers) as pool:
+            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                _deliver(results, items, futures[future], future.result(), on_result, bar)
+        return results
+
+
 # -- Ray ---------------------------------------------------------------------------------
 
 def _probe(cwd: str, path: str, token: str) -> Optional[str]:

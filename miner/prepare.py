@@ -11,7 +11,8 @@ byte-identical whatever the number of workers:
    mtime, the piece and every setting that changes the result; the runner skips a task
    whose record matches and whose staged files are intact;
 2. the finishing pass, in input order (``write_shards``): exact dedup within each
-   language across all inputs by ``sentence_hash``, then
+   language across all inputs by ``sentence_hash`` (``miner.dedup``: memory bounded by
+   ``max_memory``, spilling to disk beyond it), then
    ``sentences/{lang}/part-00000.parquet`` ... with ``shard_size`` rows each
    (``miner.formats.sentences``). It is redone when a shard is missing or damaged.
 """
@@ -25,11 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import pyarrow as pa
 import xxhash
 from tqdm import tqdm
 
 from miner.config import Config, parse_memory
+from miner.dedup import FirstOccurrences
 from miner.errors import MinerError
 from miner.executor import Executor, LocalExecutor
 from miner.formats.sentences import FLUSH_ROWS, SCHEMA, RowWriter, ShardWriter
@@ -90,7 +93,10 @@ class PrepareStage(Stage):
     def finish(self, ctx, records: dict[str, dict]) -> Result:
         staged = [{lang: ctx.run.staging(key) / name for lang, name in rec["data"].items()}
                   for key, rec in records.items()]  # in input order
-        counts, files = write_shards(staged, self.langs, ctx.run, self.cfg.shard_size)
+        # max_memory: the run's one memory budget (the kNN blocks' too); it does not
+        # change the output, so it is in no fingerprint
+        counts, files = write_shards(staged, self.langs, ctx.run, self.cfg.shard_size,
+                                     self.cfg.knn.max_memory)
         # staging of inputs no longer in the run
         if ctx.run.prepare_staging.is_dir():
             for d in ctx.run.prepare_staging.iterdir():
@@ -367,35 +373,36 @@ def document_prior(text: str, doc_lang: str, lid) -> tuple[Optional[str], float]
 
 # -- step 2: global dedup and final shards ---------------------------------------------
 
-def write_shards(staged: list[dict], langs: list[str], run, shard_size: int
-                 ) -> tuple[dict, dict[str, list[str]]]:
+def write_shards(staged: list[dict], langs: list[str], run, shard_size: int,
+                 max_memory: str | int = "8G") -> tuple[dict, dict[str, list[str]]]:
     """Dedup each language across ``staged`` (one ``{lang: staged file}`` per input, in
     input order; first occurrence wins) and write ``run.sentences(lang)`` shards of
     ``shard_size`` rows.
 
     Returns counts ``{lang: {"duplicate": n, "kept": n}}`` and the files per language.
-    Memory: one set of 64-bit ids per language plus one shard of rows.
+    Two reads of the staged files per language: their ``id`` column for
+    ``miner.dedup.FirstOccurrences`` (memory about ``max_memory``, spilling to a
+    temporary folder in the run's staging folder beyond it; the same rows whatever
+    the budget), then their rows, the kept ones to the shards (memory: one shard).
     """
+    budget = parse_memory(max_memory)
+    staging = run.prepare_staging
+    spill_parent = staging if isinstance(staging, Path) else None  # remote run: local temp
     counts: dict[str, dict[str, int]] = {}
     files: dict[str, list[str]] = {}
     for lang in langs:
-        seen: set[int] = set()
-        out = ShardWriter(run.sentences(lang), shard_size)
-        dup = 0
-        for result in staged:
-            if lang not in result:
-                continue
-            for batch in parquet_file(result[lang]).iter_batches(batch_size=FLUSH_ROWS):
-                ids = batch.column("id").to_pylist()
-                keep = []
-                for i, h in enumerate(ids):
-                    if h in seen:
-                        dup += 1
-                    else:
-                        seen.add(h)
-                        keep.append(i)
-                if keep:
-                    out.add(batch.take(pa.array(keep, type=pa.int32())))
-        files[lang] = out.close()
-        counts[lang] = {"duplicate": dup, "kept": len(seen)}
+        paths = [result[lang] for result in staged if lang in result]
+        with FirstOccurrences(budget, spill_parent) as dedup:
+            for path in paths:
+                for batch in parquet_file(path).iter_batches(batch_size=FLUSH_ROWS, columns=["id"]):
+                    dedup.add(batch.column(0).to_numpy())
+            dedup.finish()
+            out = ShardWriter(run.sentences(lang), shard_size)
+            for path in paths:
+                for batch in parquet_file(path).iter_batches(batch_size=FLUSH_ROWS):
+                    keep = np.flatnonzero(dedup.take(batch.num_rows))
+                    if len(keep):
+                        out.add(batch.take(pa.array(keep, type=pa.int32())))
+            files[lang] = out.close()
+            counts[lang] = {"duplicate": dedup.total - dedup.kept, "kept": dedup.kept}
     return counts, files

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -42,9 +43,9 @@ import pyarrow.parquet as pq
 from miner.config import Config
 from miner.errors import MinerError
 from miner.embed.stage import sentence_shards
-from miner.executor import LocalExecutor
+from miner.executor import LocalExecutor, ThreadExecutor
 from miner.formats import read_parquet
-from miner.formats.neighbours import read_knn_shard, read_means
+from miner.formats.neighbours import ids_digest, read_knn_shard_rows, read_means
 from miner.formats.scores import SCORE_SCHEMA
 from miner.io import atomic_path
 from miner.margin import DIRECTION_NAMES, Candidates, combine, direction_best
@@ -106,23 +107,31 @@ class ScoreContext:
     src_mean: np.ndarray
     tgt_ids: np.ndarray
     tgt_mean: np.ndarray
+    src_digest: str = ""  # ids_digest of each side's ids (stored neighbour rows)
+    tgt_digest: str = ""
 
 
 # the hash index of the other side, built once per worker process and direction (a
-# Ray worker keeps the last one until it runs a task of another score context)
+# Ray worker keeps the last one until it runs a task of another score context); the
+# lock: tasks of one direction may run in threads side by side (ThreadExecutor)
 _INDEX_CACHE: dict = {}
+_INDEX_LOCK = threading.Lock()
 
 
-def _other_side(ctx: ScoreContext, direction: str):
+def _other_side(ctx: ScoreContext, direction: str, build: bool = True):
+    """The other side's ids and means, and their hash index (None unless ``build``)."""
     import pandas as pd
 
     ids, mean = (ctx.tgt_ids, ctx.tgt_mean) if direction == "fwd" else (ctx.src_ids, ctx.src_mean)
+    if not build:
+        return ids, mean, None
     key = (ctx.token, direction)
-    if key not in _INDEX_CACHE:
-        for stale in [k for k in _INDEX_CACHE if k[0] != ctx.token]:
-            del _INDEX_CACHE[stale]
-        _INDEX_CACHE[key] = pd.Index(ids)
-    return ids, mean, _INDEX_CACHE[key]
+    with _INDEX_LOCK:
+        if key not in _INDEX_CACHE:
+            for stale in [k for k in _INDEX_CACHE if k[0] != ctx.token]:
+                del _INDEX_CACHE[stale]
+            _INDEX_CACHE[key] = pd.Index(ids)
+        return ids, mean, _INDEX_CACHE[key]
 
 
 def score_shard(ctx: ScoreContext, item: tuple[str, str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -133,12 +142,15 @@ def score_shard(ctx: ScoreContext, item: tuple[str, str, int]) -> tuple[np.ndarr
     float64, exactly the rows ``miner.margin.retrieve`` computes for these queries.
     """
     direction, path, offset = item
-    ids, nbr_ids, nbr_sims, mean = read_knn_shard(path)
+    # the other side's ids are the other direction's query ids, end to end
+    rows_of = ctx.tgt_digest if direction == "fwd" else ctx.src_digest
+    ids, nbr_ids, nbr_sims, mean, rows = read_knn_shard_rows(path, rows_of)
     own = ctx.src_ids if direction == "fwd" else ctx.tgt_ids
     if not np.array_equal(ids, own[offset:offset + len(ids)]):
         raise MinerError(f"{path} changed while `mine score` read it: rerun `mine score`")
-    other_ids, other_mean, index = _other_side(ctx, direction)
-    rows = neighbour_rows(other_ids, nbr_ids, nbr_sims, index)
+    other_ids, other_mean, index = _other_side(ctx, direction, build=rows is None)
+    if rows is None:  # no stored rows (an older knn), or rows of other ids: look them up
+        rows = neighbour_rows(other_ids, nbr_ids, nbr_sims, index)
     return direction_best(nbr_sims, rows, mean, other_mean, ctx.margin)
 
 
@@ -156,13 +168,24 @@ class GatherJob:
     row_group_size: int = 1024
 
 
+# provenance columns of sentence shards being read ahead in this process (path ->
+# Future of the table), while the driver runs the retrieval: see ``score_pair``
+_READ_AHEAD: dict = {}
+
+
+def _provenance(shard: str) -> pa.Table:
+    """The provenance columns of a sentence shard: read ahead, or read now."""
+    ahead = _READ_AHEAD.get(shard)
+    return ahead.result() if ahead is not None else _read_columns(as_path(shard), list(PROVENANCE))
+
+
 def _take_provenance(job: GatherJob, start: int = 0, stop: int | None = None) -> pa.Table:
     """``pos`` and the provenance columns of the job's rows with position in [start, stop)."""
     lo, hi = 0, len(job.positions)
     if start or stop is not None:
         lo, hi = np.searchsorted(job.positions, [start, stop if stop is not None else
                                                  np.iinfo(np.int64).max])
-    t = _read_columns(as_path(job.shard), list(PROVENANCE)).take(pa.array(job.local_rows[lo:hi]))
+    t = _provenance(job.shard).take(pa.array(job.local_rows[lo:hi]))
     return t.add_column(0, "pos", pa.array(job.positions[lo:hi], pa.int64()))
 
 
@@ -223,16 +246,18 @@ def _gather(sources: tuple, start: int, stop: int) -> pa.Table:
 
 def write_part(job: PartJob) -> str:
     """A task (phase 2): assemble one output part and write it atomically."""
-    s = _gather(job.src_sources, job.start, job.stop)
-    t = _gather(job.tgt_sources, job.start, job.stop)
-    directions = np.array([DIRECTION_NAMES[d] for d in (1, 2, 3)], dtype=object)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # both sides at once (Arrow releases the GIL)
+        s, t = pool.map(lambda sources: _gather(sources, job.start, job.stop),
+                        (job.src_sources, job.tgt_sources))
+    directions = pa.array([DIRECTION_NAMES[d] for d in (1, 2, 3)], pa.string())
     table = pa.table({
         "src_id": pa.array(job.src_id, pa.uint64()),
         "tgt_id": pa.array(job.tgt_id, pa.uint64()),
         "src_text": s.column("text"), "tgt_text": t.column("text"),
         "score": pa.array(job.score, pa.float64()),
-        "direction": pa.array(directions[job.direction.astype(np.int64) - 1].tolist(),
-                              pa.string()),
+        "direction": directions.take(pa.array(job.direction.astype(np.int64) - 1)),
         # doc_id, title, url, revision, position, source of each side, as stored
         **{f"{side}_{c}": table.column(c) for c in PROVENANCE
            if c not in ("text", "lid_prob") for side, table in (("src", s), ("tgt", t))},
@@ -240,16 +265,19 @@ def write_part(job: PartJob) -> str:
         "tgt_lid_prob": t.column("lid_prob").cast(pa.float32()),
     }, schema=SCORE_SCHEMA)
     with atomic_path(job.path) as tmp:
-        # dictionaries only where values repeat (documents, sources, directions):
-        # on unique texts, ids and scores they are built, overflow and are dropped,
-        # which took half of the write time
-        pq.write_table(table, tmp, compression="zstd",
-                       use_dictionary=[c for c in table.column_names if c not in UNIQUE_COLUMNS])
+        # dictionaries only for the columns of a handful of values (directions, input
+        # files): elsewhere they are built, overflow and are dropped (half of the write
+        # time on texts and ids), and zstd already folds repeated titles and URLs.
+        # Statistics (min/max) for the numeric columns only: nothing prunes on
+        # strings, and computing them was a fifth of the write
+        pq.write_table(table, tmp, compression="zstd", use_dictionary=list(DICTIONARY_COLUMNS),
+                       write_statistics=[f.name for f in SCORE_SCHEMA
+                                         if not pa.types.is_string(f.type)])
     return job.path
 
 
-# score parts' columns whose values (nearly) never repeat: written without a dictionary
-UNIQUE_COLUMNS = ("src_id", "tgt_id", "src_text", "tgt_text", "score")
+# score parts' columns of few distinct values: written with a dictionary
+DICTIONARY_COLUMNS = ("direction", "src_source", "tgt_source")
 
 
 def _sentence_rows(shards: list, knn_ids: np.ndarray, rows: np.ndarray
@@ -330,25 +358,45 @@ def score_pair(cfg: Config, run: RunDir, src: str, tgt: str, knn: dict, sentence
     """Score the neighbour shards ``knn`` (``{"fwd": [...], "bwd": [...]}``) of one pair
     and write the candidates; returns the files written and counts. ``executor``:
     where the steps' tasks run (None: in this process)."""
-    executor = executor or LocalExecutor(1)
+    # local: threads (the steps run in numpy, pandas and Arrow, which release the GIL)
+    executor = executor or ThreadExecutor(0)
     pair = f"{src}-{tgt}"
     margin, retrieval = cfg.score.margin, cfg.score.retrieval
 
     src_ids, src_mean, tgt_ids, tgt_mean, bests = direction_bests(margin, knn, executor, pair)
-    # 3. the retrieval over both directions, best first (by the margin, or by a
-    # learned scorer over the pooled best pairs: miner.scorer)
-    if cfg.score.scorer:
-        from miner.scorer import learned_retrieval, load_scorer
+    # while the driver runs the retrieval (one core), another reads the sentence
+    # shards' provenance that the output part will take rows of: only when the tasks
+    # run in this process, all candidates go to one part and each side is at most a
+    # shard (memory: two sentence shards' provenance, as the part's own reads)
+    n, m = len(src_ids), len(tgt_ids)
+    most = {"fwd": n, "bwd": m}.get(retrieval, min(n, m))  # one-to-one: min(n, m)
+    ahead = None
+    if (isinstance(executor, ThreadExecutor) and not cfg.score.scorer
+            and most <= max(1, cfg.shard_size) and max(n, m) <= max(1, cfg.shard_size)):
+        from concurrent.futures import ThreadPoolExecutor
 
-        scorer = load_scorer(cfg.score.scorer)
-        pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids, tgt_ids,
-                                sentences, knn)
-        cands = learned_retrieval(scorer, pool, x, retrieval)
-    else:
-        cands = combine(*bests, retrieval)
-    # 4. texts and provenance, then the parts
-    files = write_candidates(executor, run, src, tgt, cands, src_ids, tgt_ids, sentences,
-                             cfg.shard_size, desc=f"score {pair}")
+        ahead = ThreadPoolExecutor(1)
+        for shard in [*sentences[src], *sentences[tgt]]:
+            _READ_AHEAD[str(shard)] = ahead.submit(_read_columns, shard, list(PROVENANCE))
+    try:
+        # 3. the retrieval over both directions, best first (by the margin, or by a
+        # learned scorer over the pooled best pairs: miner.scorer)
+        if cfg.score.scorer:
+            from miner.scorer import learned_retrieval, load_scorer
+
+            scorer = load_scorer(cfg.score.scorer)
+            pool, x = pool_features(cfg, src, tgt, bests, src_mean, tgt_mean, src_ids,
+                                    tgt_ids, sentences, knn)
+            cands = learned_retrieval(scorer, pool, x, retrieval)
+        else:
+            cands = combine(*bests, retrieval)
+        # 4. texts and provenance, then the parts
+        files = write_candidates(executor, run, src, tgt, cands, src_ids, tgt_ids, sentences,
+                                 cfg.shard_size, desc=f"score {pair}")
+    finally:
+        if ahead is not None:
+            ahead.shutdown(cancel_futures=True)
+            _READ_AHEAD.clear()
     counts = {"sources": int(len(src_ids)), "targets": int(len(tgt_ids)),
               "candidates": int(len(cands)),
               **{f"direction_{n}": int((cands.direction == c).sum())
@@ -367,7 +415,8 @@ def direction_bests(margin: str, knn: dict, executor, pair: str = ""):
         sides[direction] = (np.concatenate([m[0] for m in means]),
                             np.concatenate([m[1] for m in means]), [len(m[0]) for m in means])
     (src_ids, src_mean, fwd_rows), (tgt_ids, tgt_mean, bwd_rows) = sides["fwd"], sides["bwd"]
-    ctx = ScoreContext(uuid.uuid4().hex, margin, src_ids, src_mean, tgt_ids, tgt_mean)
+    ctx = ScoreContext(uuid.uuid4().hex, margin, src_ids, src_mean, tgt_ids, tgt_mean,
+                       ids_digest(src_ids), ids_digest(tgt_ids))
     # 2. each neighbour shard's best candidates
     items = [("fwd", str(p), int(o)) for p, o in zip(knn["fwd"], np.cumsum([0] + fwd_rows))] + \
             [("bwd", str(p), int(o)) for p, o in zip(knn["bwd"], np.cumsum([0] + bwd_rows))]

@@ -20,8 +20,8 @@ def bench(*args, timeout=300):
 
 
 def test_score_benchmark_matches_the_laser_loop():
-    out = bench("benchmarks/score.py", "--n", 3000)
-    assert "same pairs and scores: True" in out and "x faster" in out
+    out = bench("benchmarks/score.py", "--n", 3000, "--repeats", 1)
+    assert "same pairs and scores: True" in out and "like for like" in out
 
 
 @pytest.mark.slow  # a benchmark script in a subprocess: ~7 s

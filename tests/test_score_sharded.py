@@ -26,7 +26,8 @@ from conftest import EXAMPLES
 from miner.config import Config
 from miner.errors import MinerError
 from miner.executor import LocalExecutor
-from miner.formats.neighbours import read_knn_shard, write_knn_shard
+from miner.formats.neighbours import (ROWS_OF, ids_digest, read_knn_shard, read_knn_shard_rows,
+                                      write_knn_shard)
 from miner.formats.scores import SCORE_SCHEMA
 from miner.knn.stage import knn_shards, read_knn
 from miner.margin import RETRIEVALS, apply_margin
@@ -257,6 +258,49 @@ def test_sentence_shards_in_another_order_are_mapped_by_id(run_dir, tmp_path):
     shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
     run_score(cfg, run_dir, SRC, TGT)
     assert part_bytes(out) == part_bytes(run_dir)
+
+
+def _rewrite_knn(run_dir: Path, out: Path, rows) -> None:
+    """Copy the run with its neighbour shards rewritten: ``rows(direction, nbr_rows)``
+    gives the (rows, ids they index) to store, or None to store no rows."""
+    shutil.copytree(run_dir / "sentences", out / "sentences")
+    for direction in DIRECTIONS:
+        for path in knn_shards(run_dir, SRC, TGT, direction):
+            ids, nbr, sims, mean = read_knn_shard(path)
+            stored = np.stack(pq.read_table(path).column("nbr_rows").to_numpy(zero_copy_only=False))
+            dest = out / "knn" / f"{SRC}-{TGT}" / direction / path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_knn_shard(dest, ids, nbr, sims, mean, *(rows(direction, stored) or ()))
+
+
+def test_stored_neighbour_rows_are_used_only_for_the_ids_they_index(run_dir, tmp_path):
+    """The kNN stage stores each neighbour's row on the other side and the digest of
+    the ids searched; score uses the rows when that digest is its own other side's
+    (no id lookup), and looks ids up otherwise: the same parts either way, also when
+    the stored rows are wrong but belong to other ids."""
+    other_ids = {d: np.concatenate([read_knn_shard(p)[0] for p in knn_shards(
+        run_dir, SRC, TGT, "bwd" if d == "fwd" else "fwd")]) for d in DIRECTIONS}
+    for direction in DIRECTIONS:
+        for path in knn_shards(run_dir, SRC, TGT, direction):
+            meta = pq.read_schema(path).metadata
+            assert meta[ROWS_OF].decode() == ids_digest(other_ids[direction])
+            ids, nbr, sims, mean, rows = read_knn_shard_rows(path, ids_digest(other_ids[direction]))
+            assert nbr is None and np.array_equal(other_ids[direction][rows],
+                                                  read_knn_shard(path)[1])
+    cfg = config(shard_size=8)
+    shutil.rmtree(scores_dir(run_dir), ignore_errors=True)
+    run_score(cfg, run_dir, SRC, TGT)
+    expected = part_bytes(run_dir)
+    variants = {
+        "no_rows": lambda d, r: None,  # as knn wrote them before rows were stored
+        # rows shifted by one, claimed for the other side's ids in reverse order
+        "other_ids": lambda d, r: ((r + 1) % len(other_ids[d]), other_ids[d][::-1]),
+    }
+    for name, rows in variants.items():
+        out = tmp_path / name
+        _rewrite_knn(run_dir, out, rows)
+        check_scores(out, cfg, run_score(cfg, out, SRC, TGT))
+        assert part_bytes(out) == expected, name
 
 
 def _pad(run_dir: Path, out: Path, filler: bool) -> int:

@@ -124,8 +124,10 @@ def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     order = np.lexsort((rows, -sims), axis=-1)[:, :min(plan.k, sum(plan.db_rows))]
     sims = np.take_along_axis(sims, order, 1).astype(np.float32)
     nbr = np.take_along_axis(ids, order, 1).astype(np.uint64)
+    nbr_rows = np.take_along_axis(rows, order, 1).astype(np.int64)
     q_ids = read_table(q_path, columns=["id"]).column("id").to_numpy()
-    write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims))
+    write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
+                    nbr_rows, read_ids([as_path(p) for p in plan.db_paths]))
     for p in partials:
         as_path(p).unlink(missing_ok=True)
     return len(q_ids)

@@ -126,7 +126,8 @@ def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
     nbr = np.where(valid, db_ids[np.where(valid, rows, 0)], np.uint64(0)).astype(np.uint64)
     sims = np.where(valid, sims, -np.inf).astype(np.float32)
     mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
-    write_knn_shard(as_path(out) / q_path.name, ids, nbr, sims, mean)
+    write_knn_shard(as_path(out) / q_path.name, ids, nbr, sims, mean,
+                    np.where(valid, rows, -1), db_ids)
     log.info("knn %s: %s done (%d queries)", out, q_path.name, len(ids))
     return len(ids)
 

@@ -16,6 +16,7 @@ import bz2
 import gzip
 import io
 import lzma
+import os
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,20 +98,25 @@ def open_raw(path: str | Path) -> IO[bytes]:
     return open(path, "rb")
 
 
-def open_binary(path: str | Path) -> IO[bytes]:
+def open_binary(path: str | Path, parallel: bool = True) -> IO[bytes]:
     """Open a file for reading, decompressing it as its magic bytes say.
 
     bzip2 multistream files (Wikipedia's ``pages-articles-multistream``) read as one
-    stream.
+    stream. A local bzip2 file is decompressed by ``indexed_bzip2`` on the usable cores
+    when it is installed (``parallel_bz2``; ``parallel=False``: the standard library's
+    ``bz2`` on this thread, for a short look at the first bytes).
     """
     kind = compression_of(path)
-    if isinstance(as_path(path), Path):
+    local = isinstance(as_path(path), Path)
+    if local:
         source = path  # the openers below open (and close) a local file themselves
     else:
         source = open_raw(path)  # a remote file: closed when garbage-collected
     if kind == "gzip":
         return gzip.open(source, "rb")
     if kind == "bz2":
+        if parallel and local and parallel_bz2_available():
+            return io.BufferedReader(_ParallelBz2Reader(path), 1 << 20)
         return bz2.open(source, "rb")
     if kind == "xz":
         return lzma.open(source, "rb")
@@ -174,6 +180,91 @@ class _ZstdReader(io.RawIOBase):
         super().close()
 
 
+# bzip2's end-of-stream marker (the 48 bits of sqrt(pi)); a 32-bit CRC and 0-7 bits of
+# padding follow it at the end of every stream
+_BZ2_EOS = 0x177245385090
+
+
+def parallel_bz2_available() -> bool:
+    """Whether bzip2 files are decompressed in parallel: ``indexed_bzip2`` is installed
+    and not switched off (``MINER_BZ2=builtin``: the standard library's ``bz2``, e.g.
+    to compare the two, ``benchmarks/prepare.py``)."""
+    if os.environ.get("MINER_BZ2", "").lower() == "builtin":
+        return False
+    try:
+        import indexed_bzip2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def ends_with_bz2_eos(path) -> bool:
+    """Whether the file's last bytes are a bzip2 end-of-stream marker (with its CRC and
+    padding): false for a file cut anywhere before its end, or with bytes after it."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 11))
+        tail = f.read()
+    if len(tail) < 10:
+        return False
+    bits = int.from_bytes(tail, "big")
+    return any((bits >> (32 + pad)) & ((1 << 48) - 1) == _BZ2_EOS for pad in range(8))
+
+
+class _ParallelBz2Reader(io.RawIOBase):
+    """A local bzip2 file decompressed by ``indexed_bzip2`` on the usable cores: a
+    single-stream dump too (the standard library's ``bz2`` uses one core and holds this
+    thread; here the blocks decode on other threads while the XML is parsed).
+
+    Errors are those of ``bz2``, for ``decompress_error`` to word: indexed_bzip2 says
+    ``std::exception`` on a file cut short, and reads a file cut right after its
+    header as empty. So a failed read whose file does not end with an end-of-stream
+    marker is ``EOFError`` (truncated), any other failure ``OSError`` with its message;
+    an end of data where the file does not end with the marker (cut, or bytes after
+    the last stream, which ``bz2`` ignores) is checked by ``bz2`` reading the file
+    once more, whose error, if any, is raised.
+    """
+
+    def __init__(self, path):
+        self._path = str(path)
+        self._file = None  # opened at the first read, as bz2.open reads nothing before
+        self._end_checked = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        try:
+            if self._file is None:
+                import indexed_bzip2
+
+                from miner.executor import usable_cores
+
+                self._file = indexed_bzip2.open(self._path, parallelization=usable_cores())
+            n = self._file.readinto(b)
+        except (RuntimeError, ValueError, OSError) as e:
+            if not ends_with_bz2_eos(self._path):
+                raise EOFError(TRUNCATED) from None
+            message = str(e).strip()
+            raise OSError("invalid bzip2 data" if message in ("", "std::exception")
+                          else message) from None
+        if n == 0 and len(b) and not self._end_checked:
+            self._end_checked = True
+            if not ends_with_bz2_eos(self._path):
+                with bz2.open(self._path, "rb") as f:  # raises what bz2 finds wrong
+                    while f.read(1 << 20):
+                        pass
+        return n
+
+    def close(self) -> None:
+        if not self.closed and self._file is not None:
+            try:
+                self._file.close()
+            except (RuntimeError, OSError):  # pragma: no cover - nothing left to read
+                pass
+        super().close()
+
+
 # errors a broken compressed stream raises while reading
 DECOMPRESS_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, lzma.LZMAError,
                                                       gzip.BadGzipFile, zlib.error, ValueError)
@@ -199,7 +290,7 @@ def decompress_error(path, e: BaseException, what: str = "") -> MinerError:
 def sniff(path: str | Path, n: int = 4096) -> bytes:
     """The first ``n`` decompressed bytes of a file; MinerError if it cannot be read."""
     try:
-        with open_binary(path) as f:
+        with open_binary(path, parallel=False) as f:
             return f.read(n)
     except DECOMPRESS_ERRORS as e:
         raise decompress_error(path, e) from None
