@@ -232,7 +232,7 @@ def tatoeba(directory, langs, json_file, settings):
 @main.command(cls=ConfigCommand)
 @click.option("--lang", "langs", multiple=True, show_default="the languages of the config's pairs",
               help="Language to keep (2- or 3-letter ISO 639 code); repeat for several.")
-@config_options("inputs", "out", "prepare", "shard_size", *EXECUTION)
+@config_options("inputs", "out", "prepare", "shard_size", "max_memory", *EXECUTION)
 @user_errors
 def prepare(langs, settings):
     """Read INPUTS, split, filter and language-identify their sentences into

@@ -113,7 +113,9 @@ class FirstOccurrences:
         self._buffer_start = 0  # the sequence number of the buffer's first id
         self._dir: Optional[Path] = None
         self._partitions: list[BinaryIO] = []
-        self._mask = np.zeros(0, dtype=bool)  # of the rows from _mask_start on
+        # the keep mask of the current bucket (all rows when nothing spilled) and the
+        # position in it of the next row take gives
+        self._mask = np.zeros(0, dtype=bool)
         self._bucket = -1
         self._pos = 0
         self._finished = False
@@ -225,8 +227,9 @@ class FirstOccurrences:
             parts.append(self._mask[self._pos:self._pos + k])
             self._pos += k
             n -= k
-        return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else \
-            np.zeros(0, dtype=bool)
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
     def _next_bucket(self) -> None:
         if self._dir is None:

@@ -106,6 +106,27 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _pool_worker(parent: int, workers: int) -> None:
+    """Process-pool initializer: die with the parent, and know how many siblings share
+    the cores (``cores_per_worker``)."""
+    os.environ[POOL_WORKERS_ENV] = str(workers)
+    _die_with_parent(parent)
+
+
+# set in pool workers: how many worker processes share this machine's cores
+POOL_WORKERS_ENV = "MINER_POOL_WORKERS"
+
+
+def cores_per_worker() -> int:
+    """Threads one task may use: the usable cores shared among the pool's workers
+    (all of them outside a pool), so N workers with threads do not oversubscribe."""
+    try:
+        workers = max(1, int(os.environ.get(POOL_WORKERS_ENV, "1")))
+    except ValueError:
+        workers = 1
+    return max(1, usable_cores() // workers)
+
+
 def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, not the machine's count)."""
     try:
@@ -167,8 +188,8 @@ class LocalExecutor(Executor):
 
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                     initializer=_die_with_parent,
-                                     initargs=(os.getpid(),)) as pool:
+                                     initializer=_pool_worker,
+                                     initargs=(os.getpid(), workers)) as pool:
                 futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
                 for future in as_completed(futures):
                     _deliver(results, items, futures[future], future.result(), on_result, bar)

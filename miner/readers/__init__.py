@@ -102,9 +102,9 @@ def open_binary(path: str | Path, parallel: bool = True) -> IO[bytes]:
     """Open a file for reading, decompressing it as its magic bytes say.
 
     bzip2 multistream files (Wikipedia's ``pages-articles-multistream``) read as one
-    stream. A local bzip2 file is decompressed by ``indexed_bzip2`` on the usable cores
-    when it is installed (``parallel_bz2``; ``parallel=False``: the standard library's
-    ``bz2`` on this thread, for a short look at the first bytes).
+    stream. A local bzip2 file is decompressed by ``indexed_bzip2`` on the usable
+    cores when it is installed (``parallel_bz2_available``; ``parallel=False``: the
+    standard library's ``bz2`` on this thread, for a short look at the first bytes).
     """
     kind = compression_of(path)
     local = isinstance(as_path(path), Path)
@@ -238,9 +238,9 @@ class _ParallelBz2Reader(io.RawIOBase):
             if self._file is None:
                 import indexed_bzip2
 
-                from miner.executor import usable_cores
+                from miner.executor import cores_per_worker
 
-                self._file = indexed_bzip2.open(self._path, parallelization=usable_cores())
+                self._file = indexed_bzip2.open(self._path, parallelization=cores_per_worker())
             n = self._file.readinto(b)
         except (RuntimeError, ValueError, OSError) as e:
             if not ends_with_bz2_eos(self._path):
