@@ -179,7 +179,7 @@ def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
     neighbour shard with fingerprint ``item[1]``; returns the rows written."""
     import faiss
 
-    from miner.knn.index import gpus_available, index_search, read_index, to_gpus
+    from miner.knn.index import gpus_available, index_searcher, read_index, to_gpus
 
     q_path, fingerprint = item
     faiss.omp_set_num_threads(max(1, plan.threads))
@@ -189,10 +189,11 @@ def search_index_shard(item: tuple[str, dict], plan: IndexPlan) -> int:
         index = to_gpus(index, plan.kind, index.ntotal, index.d, plan.nprobe)
     db_ids = read_ids([as_path(p) for p in plan.db_paths])
 
-    def search(q):
-        return index_search(index, q, plan.k)
+    from miner.knn.stage import search_threads
 
-    return search_shard(q_path, fingerprint, plan.out, search, db_ids, plan.q_block, plan.k)
+    with search_threads(max(1, plan.threads)):  # torch's GEMMs too: the task's cores only
+        search = index_searcher(index, plan.k)
+        return search_shard(q_path, fingerprint, plan.out, search, db_ids, plan.q_block, plan.k)
 
 
 def run_index_direction(executor, plan: IndexPlan, todo: list[tuple[Path, dict]],

@@ -154,14 +154,40 @@ def read_index(path, nprobe: int | None = None, mmap: bool = True):
     return index
 
 
-def index_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Search a faiss index: sims (n, k') float32, ids (n, k') int64 (-1 padding when a
-    query's probed lists hold fewer than k vectors), sorted by sim then id."""
-    from miner.knn.topk import sort_topk
+def index_searcher(index, k: int):
+    """``search(queries) -> (sims (n, k') float32, ids (n, k') int64)`` over a faiss
+    index, sorted by sim then id, -1 padding where a query's probed lists hold fewer
+    than k vectors. A CPU IVF-Flat index is searched as bf16 GEMMs list by list
+    (``miner.knn.ivf_gemm``: its lists are prepared here, once); IVF-PQ and GPU
+    indexes by faiss."""
+    import faiss
 
-    k = min(k, index.ntotal)
-    sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
-    return sort_topk(sims, ids.astype(np.int64))
+    if isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat) and _has_torch():
+        from miner.knn.ivf_gemm import IvfLists
+
+        lists = IvfLists(index)
+        return lambda queries: lists.search(queries, k)
+
+    def search(queries):
+        from miner.knn.topk import sort_topk
+
+        kk = min(k, index.ntotal)
+        sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
+        return sort_topk(sims, ids.astype(np.int64))
+    return search
+
+
+def _has_torch() -> bool:
+    try:
+        import torch  # noqa: F401 - an extra (miner[st]); faiss searches without it
+    except ImportError:  # pragma: no cover - torch is in the test environment
+        return False
+    return True
+
+
+def index_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index_searcher(index, k)(queries)``: one search (a searcher of its own)."""
+    return index_searcher(index, k)(queries)
 
 
 def recall_at_k(ids: np.ndarray, exact_ids: np.ndarray) -> float:

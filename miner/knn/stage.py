@@ -34,7 +34,7 @@ from miner.errors import MinerError
 from miner.formats.embeddings import check_consistent, read_embeddings, read_ids  # noqa: F401
 from miner.formats.neighbours import read_knn_shard, write_knn_shard  # noqa: F401
 from miner.knn.index import (build_index, choose_index, factory_string, gpus_available,
-                             index_search, read_index, to_gpus, train_sample, train_size,
+                             index_searcher, read_index, to_gpus, train_sample, train_size,
                              write_index)
 from miner.knn.search import Database, load_embeddings, search_shard
 from miner.knn.sharded import knn_partitions, plan_blocks, resolve_backend
@@ -268,8 +268,8 @@ class KnnStage(Stage):
             if gpus_available():  # pragma: no cover - no GPU in CI
                 index = to_gpus(index, info["index"], dbase.n, index.d, kc.nprobe)
 
-            def search(block):
-                return index_search(index, block, kc.k)
+            search = index_searcher(index, kc.k)
+            del index  # an IVF-Flat searcher holds the lists (the index is mapped)
         elif cluster is not None:
             from miner.knn.distributed import DirectionPlan, run_direction
 
