@@ -51,22 +51,30 @@ class IvfLists:
         self.tdtype = torch.bfloat16 if cpu_has_bf16() else torch.float32
         centroids = ivf.quantizer.reconstruct_n(0, self.nlist)
         self.centroids = torch.from_numpy(np.ascontiguousarray(centroids)).to(self.tdtype)
-        ids, vecs = [], []
+        # copied list by list into preallocated arrays: the float16 rows (embeddings
+        # are stored as float16, so the exact rescore takes its fast path) and their
+        # GEMM copy; no float32 copy of the whole database is made
+        sizes = [ivf.invlists.list_size(lst) for lst in range(self.nlist)]
+        self.offsets = np.cumsum([0] + sizes)
+        total = int(self.offsets[-1])
+        self.ids = np.empty(total, np.int64)  # global rows
+        self.vectors = np.empty((total, self.d), np.float16)
+        self.vt = torch.empty((total, self.d), dtype=self.tdtype)
+        norm2 = 0.0
         for lst in range(self.nlist):
+            lo, hi = self.offsets[lst], self.offsets[lst + 1]
+            if hi == lo:
+                continue
             list_ids, codes = get_invlist(ivf.invlists, lst)
-            ids.append(list_ids)
-            vecs.append(codes.view(np.float32).reshape(len(list_ids), self.d))
-        self.offsets = np.cumsum([0] + [len(i) for i in ids])
-        self.ids = np.concatenate(ids) if ids else np.zeros(0, np.int64)  # global rows
-        vectors = np.concatenate(vecs) if vecs else np.zeros((0, self.d), np.float32)
-        del vecs
-        # embeddings are stored as float16: kept so, the exact rescore takes its fast path
-        as16 = vectors.astype(np.float16)
-        self.vectors = as16 if np.array_equal(as16.astype(np.float32), vectors) else vectors
-        del as16
-        self.norm_max = float(np.sqrt((vectors.astype(np.float64) ** 2).sum(1).max())) \
-            if len(vectors) else 0.0
-        self.vt = torch.from_numpy(vectors).to(self.tdtype)
+            vecs = codes.view(np.float32).reshape(hi - lo, self.d)
+            self.ids[lo:hi] = list_ids
+            if self.vectors.dtype == np.float16 and not np.array_equal(
+                    vecs.astype(np.float16).astype(np.float32), vecs):  # not float16 rows
+                self.vectors = self.vectors.astype(np.float32)  # (the earlier lists: exact)
+            self.vectors[lo:hi] = vecs
+            self.vt[lo:hi] = torch.from_numpy(vecs)
+            norm2 = max(norm2, float(np.einsum("ij,ij->i", vecs, vecs, dtype=np.float64).max()))
+        self.norm_max = float(np.sqrt(norm2))
         self.ntotal = len(self.ids)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
