@@ -150,10 +150,25 @@ def _pair_sims(queries: np.ndarray, rows: np.ndarray, database: np.ndarray,
     while |q| |y| < 32). numpy, one thread: chunks of a few MiB stay in cache."""
     out = np.empty(len(rows), np.float32)
     step = max(1, (1 << 19) // max(1, queries.shape[1]))
-    for s0 in range(0, len(rows), step):
+
+    def chunk(s0):
         prod = np.take(database, cols[s0:s0 + step], axis=0).astype(np.float32)
         prod *= np.take(queries, rows[s0:s0 + step], axis=0)
         out[s0:s0 + step] = prod.sum(1, dtype=np.float64)
+
+    starts = range(0, len(rows), step)
+    if len(starts) < 4:
+        for s0 in starts:
+            chunk(s0)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    from miner.executor import usable_cores
+
+    # numpy releases the GIL in take, the casts, products and sums: chunks on the
+    # cores side by side (each element is its own pair: same bits in any split)
+    with ThreadPoolExecutor(usable_cores()) as pool:
+        list(pool.map(chunk, starts))
     return out
 
 
@@ -253,6 +268,7 @@ class PreparedDatabase:
         self.tdtype = torch.bfloat16 if self.bf16 else torch.float32
         self.yt = _to_gemm(database, self.tdtype)
         norms, errs = input_error_norms(database, self.bf16)
+        self.norms, self.errs = norms, errs  # its rows as queries too (both directions)
         self.norm_max = float(norms.max()) if len(norms) else 0.0
         self.err_max = float(errs.max()) if len(errs) else 0.0
 
@@ -387,10 +403,11 @@ class _Side:
 
 
 def _side_for(queries: np.ndarray, prepared: "PreparedDatabase", k: int,
-              shortlist: int | None, block: int) -> _Side:
-    """The ``_Side`` of queries searched in a prepared database."""
+              shortlist: int | None, block: int, norms=None) -> _Side:
+    """The ``_Side`` of queries searched in a prepared database; ``norms``: the
+    queries' ``input_error_norms`` when known (a prepared side of the same setting)."""
     m, d = prepared.shape
-    q_norm, q_err = input_error_norms(queries, prepared.bf16)
+    q_norm, q_err = norms if norms is not None else input_error_norms(queries, prepared.bf16)
     c_row = score_error_bound(q_norm, q_err, prepared.norm_max, prepared.err_max, d)
     u_out = U_BF16 * 1.01 if prepared.bf16 else 0.0
     norm_product = 1.01 * float((q_norm + q_err).max()) * (prepared.norm_max + prepared.err_max)
@@ -421,8 +438,8 @@ def knn_torch_bf16_both(x: PreparedDatabase, y: PreparedDatabase, k: int,
     if x.bf16 != y.bf16 or x.shape[1] != y.shape[1]:
         raise MinerError(f"embedding shapes do not match: {x.shape}, {y.shape}")
     n, m = len(x), len(y)
-    fwd = _side_for(x.array, y, k, shortlist, block)
-    bwd = _side_for(y.array, x, k, shortlist, block)
+    fwd = _side_for(x.array, y, k, shortlist, block, (x.norms, x.errs))
+    bwd = _side_for(y.array, x, k, shortlist, block, (y.norms, y.errs))
     kf, kb = min(k, m), min(k, n)
     out_f = (np.empty((n, kf), np.float32), np.empty((n, kf), np.int64))
     out_b = (np.empty((m, kb), np.float32), np.empty((m, kb), np.int64))
