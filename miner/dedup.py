@@ -166,8 +166,11 @@ class FirstOccurrences:
         assert not self._finished, "finish twice"
         self._finished = True
         if self._dir is None:  # everything fits: one np.unique, no disk
-            ids = (np.concatenate(self._buffer) if len(self._buffer) != 1
-                   else self._buffer[0]).astype(np.uint64, copy=False)
+            if not self._buffer:  # no ids at all (a language without sentences)
+                ids = np.zeros(0, np.uint64)
+            else:
+                ids = (np.concatenate(self._buffer) if len(self._buffer) != 1
+                       else self._buffer[0]).astype(np.uint64, copy=False)
             self._buffer = []
             self._mask = keep_mask(ids)
             self.kept = int(self._mask.sum())

@@ -225,3 +225,12 @@ def test_bytes_after_the_last_stream_are_ignored_as_bz2_does(tmp_path):
     path.write_bytes(bz2.compress(b"first line\n") + bz2.compress(b"second line\n") + b"\0" * 9)
     with open_binary(path) as f:
         assert f.read() == b"first line\nsecond line\n"
+
+
+@pytest.mark.parametrize("budget", [1, 1 << 20])
+def test_no_ids_at_all(tmp_path, budget):
+    """A language no input has a sentence of: nothing kept, no error, nothing left."""
+    with FirstOccurrences(budget, tmp_path) as d:
+        d.finish()
+        assert d.kept == 0 and len(d.take(0)) == 0
+    assert not any(tmp_path.iterdir())

@@ -9,6 +9,8 @@ L2-normalised float32 rows. ``load_encoder("muse")`` or
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 from pathlib import Path
 from typing import Protocol
@@ -18,6 +20,22 @@ import numpy as np
 from miner.config import ENCODERS  # noqa: F401 - re-exported, defined once there
 from miner.errors import MinerError
 from miner.executor import usable_cores
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def blas_rows_invariant() -> bool:
+    """Whether numpy's BLAS gives a row of a float32 product the same bits whatever
+    the other rows (probed on the shapes of mUSE's smallest layer). OpenBLAS's
+    Skylake-X kernels do; its Haswell ones, which some machines force with
+    ``OPENBLAS_CORETYPE=Haswell`` (on AMD EPYC here), do not."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((67, 320)).astype(np.float32)
+    w = rng.standard_normal((320, 320)).astype(np.float32)
+    full = x @ w
+    return all((x[a:b] @ w).tobytes() == full[a:b].tobytes()
+               for a, b in ((0, 16), (5, 21), (3, 40), (16, 67)))
 
 
 class Encoder(Protocol):
@@ -95,6 +113,11 @@ class MuseEncoder:
         self._torch = None
         if self.precision == "bf16":
             self._torch = TorchMuse(resources / "weights.npz", "bf16")
+        elif not blas_rows_invariant():
+            log.warning("numpy's BLAS here (OPENBLAS_CORETYPE=%s) gives a row other bits in "
+                        "another batch: fp32 mUSE embeddings depend on the batch and shard; "
+                        "--precision bf16 (torch, fixed shapes) does not",
+                        os.environ.get("OPENBLAS_CORETYPE", "unset"))
 
     def encode(self, sentences: list[str]) -> np.ndarray:
         n = len(sentences)
