@@ -15,7 +15,8 @@ k)``:
 1. probes: each query's ``nprobe`` best centroids by a bf16 GEMM score;
 2. per list, the queries that probe it in chunks of ``CHUNK`` rows (the last one
    padded: a fixed GEMM shape, so a pair's bf16 score never depends on which other
-   queries share the block) against the list's vectors; the best ``k + 4`` of each;
+   queries share the block) against the list's vectors; the best ``k + 8`` of each
+   (CPU bf16 GEMMs round their output to bf16: near-ties need the room);
 3. per query, the ``2k + 8`` best of those by bf16 score, rescored exactly
    (``miner.knn.cpu_bf16.exact_sims``: float32 products, float64 sums, a function of
    the pair alone), and the top k by exact similarity, ties to the lower row.
@@ -35,6 +36,8 @@ from miner.knn.topk import sort_topk
 
 CHUNK = 512        # query rows per GEMM (fixed shape, see above)
 SUB_BLOCK = 32768  # queries whose candidates are held at once (memory)
+LIST_EXTRA = 8     # candidates kept per probed list: k + LIST_EXTRA
+RESCORE_EXTRA = 8  # candidates rescored exactly per query: 2k + RESCORE_EXTRA
 
 
 class IvfLists:
@@ -95,8 +98,8 @@ class IvfLists:
         n = len(queries)
         if n == 0 or k == 0:
             return np.zeros((n, k), np.float32), np.zeros((n, k), np.int64)
-        per_list = k + 4
-        shortlist = min(2 * k + 8, self.nprobe * per_list)
+        per_list = k + LIST_EXTRA
+        shortlist = min(2 * k + RESCORE_EXTRA, self.nprobe * per_list)
         with torch.inference_mode():
             qt = torch.from_numpy(np.ascontiguousarray(queries, np.float32)).to(self.tdtype)
             padded = torch.zeros((-(-n // CHUNK) * CHUNK, self.d), dtype=self.tdtype)
