@@ -100,12 +100,13 @@ def write_stage_inputs(root: Path, fwd_sims, fwd_ids, bwd_sims, bwd_ids) -> None
             "revision": pa.array(["r"] * len(ids)),
             "position": pa.array(np.zeros(len(ids), np.int32))}), d / "part-00000.parquet")
 
-    from miner.formats.neighbours import write_knn_shard  # as `mine knn` writes them
+    from miner.formats.neighbours import ids_digest, write_knn_shard  # as `mine knn` does
 
     for direction, ids, rows, other, sims in (("fwd", src_ids, fwd_ids, tgt_ids, fwd_sims),
                                               ("bwd", tgt_ids, bwd_ids, src_ids, bwd_sims)):
         write_knn_shard(root / "knn" / "de-en" / direction / "part-00000.parquet", ids,
-                        other[rows], sims, sims.mean(axis=1).astype(np.float32), rows, other)
+                        other[rows], sims, sims.mean(axis=1).astype(np.float32), rows,
+                        ids_digest(other))
 
 
 def laser_output(pairs, src_texts, tgt_texts, path) -> None:

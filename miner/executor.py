@@ -182,18 +182,22 @@ class LocalExecutor(Executor):
         results: list = [None] * len(items)
         if workers == 1:
             return _in_process(fn, items, desc, on_result)
-        with _bar(len(items), desc) as bar:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import as_completed
 
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                     initializer=_pool_worker,
-                                     initargs=(os.getpid(), workers)) as pool:
-                futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    _deliver(results, items, futures[future], future.result(), on_result, bar)
+        with _bar(len(items), desc) as bar, self._pool(workers) as pool:
+            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+            for future in as_completed(futures):
+                _deliver(results, items, futures[future], future.result(), on_result, bar)
         return results
+
+    def _pool(self, workers: int):
+        """The pool ``map`` runs its items in: ``workers`` spawned processes."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_pool_worker, initargs=(os.getpid(), workers))
 
     def map_actors(self, make_worker, items, *, desc="", num_cpus=1, num_gpus=0,
                    max_workers=None, on_result=None) -> list:
@@ -213,19 +217,10 @@ class ThreadExecutor(LocalExecutor):
 
     name = "threads"
 
-    def map(self, fn, items, *, desc="", num_cpus=1, num_gpus=0, on_result=None) -> list:
-        items = list(items)
-        workers = max(1, min(self.workers, len(items)))
-        if workers == 1:
-            return _in_process(fn, items, desc, on_result)
-        from concurrent.futures import ThreadPoolExecutor, as_completed
+    def _pool(self, workers: int):
+        from concurrent.futures import ThreadPoolExecutor
 
-        results: list = [None] * len(items)
-        with _bar(len(items), desc) as bar, ThreadPoolExecutor(workers) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            for future in as_completed(futures):
-                _deliver(results, items, futures[future], future.result(), on_result, bar)
-        return results
+        return ThreadPoolExecutor(workers)
 
 
 # -- Ray ---------------------------------------------------------------------------------

@@ -28,19 +28,23 @@ DIRECTION_NAMES = {FWD: "fwd", BWD: "bwd", BOTH: "both"}
 _MAX_ROUNDS = 64
 
 
-def apply_margin(sims: np.ndarray, denom: np.ndarray, margin: str = "ratio") -> np.ndarray:
+def apply_margin(sims: np.ndarray, denom: np.ndarray, margin: str = "ratio",
+                 out: np.ndarray | None = None) -> np.ndarray:
     """Margin of similarities ``sims`` against neighbourhood means ``denom`` (same shape).
 
-    ``denom`` is (mean_k(x) + mean_k(y)) / 2 for each candidate. float64 out.
+    ``denom`` is (mean_k(x) + mean_k(y)) / 2 for each candidate. float64 out; ``out``:
+    a float64 array of that shape to write it into (``denom`` itself will do).
     """
-    sims = np.asarray(sims, dtype=np.float64)
     denom = np.asarray(denom, dtype=np.float64)
     if margin == "ratio":
-        return sims / denom
+        return np.divide(sims, denom, out=out, dtype=np.float64)
     if margin == "distance":
-        return sims - denom
+        return np.subtract(sims, denom, out=out, dtype=np.float64)
     if margin == "absolute":
-        return sims
+        if out is None:
+            return np.asarray(sims, dtype=np.float64)
+        out[...] = sims
+        return out
     raise MinerError(f"unknown margin {margin!r}: choose one of {', '.join(MARGINS)}")
 
 
@@ -61,12 +65,7 @@ def candidate_scores(nbr_sims: np.ndarray, nbr_ids: np.ndarray, mean_self: np.nd
     denom = np.asarray(mean_other)[rows].astype(np.float64)
     denom += np.asarray(mean_self, dtype=np.float64)[:, None]
     denom /= 2
-    if margin == "ratio":
-        scores = np.divide(nbr_sims, denom, out=denom, dtype=np.float64)
-    elif margin == "distance":
-        scores = np.subtract(nbr_sims, denom, out=denom, dtype=np.float64)
-    else:
-        scores = apply_margin(nbr_sims, denom, margin)
+    scores = apply_margin(nbr_sims, denom, margin, out=denom)
     if padded:
         scores[~valid] = -np.inf
     return scores

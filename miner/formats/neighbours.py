@@ -48,20 +48,21 @@ def ids_digest(ids: np.ndarray) -> str:
 
 def write_knn_shard(path: str | Path, ids: np.ndarray, nbr_ids: np.ndarray,
                     nbr_sims: np.ndarray, mean_sim: np.ndarray,
-                    nbr_rows: np.ndarray | None = None,
-                    db_ids: np.ndarray | None = None) -> None:
+                    nbr_rows: np.ndarray | None = None, rows_of: str = "") -> None:
     """Write one neighbour shard atomically.
 
     ids (n,) uint64, nbr_ids (n, k) uint64, nbr_sims (n, k) float32, mean_sim (n,)
-    float32; optionally nbr_rows (n, k) int64 (-1: padded), rows of ``db_ids`` (the
-    ids searched, needed with them: their digest goes into the metadata).
+    float32; optionally nbr_rows (n, k) int64 (-1: padded), rows of the ids searched,
+    with ``rows_of``, their ``ids_digest`` (needed with them: it goes into the metadata).
     """
     n, k = nbr_ids.shape
     rows, meta = {}, None
     if nbr_rows is not None:
         rows = {"nbr_rows": pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(nbr_rows, np.int64).reshape(-1)), k)}
-        meta = {ROWS_OF: ids_digest(db_ids).encode()}
+        if not rows_of:
+            raise ValueError("nbr_rows need rows_of, the digest of the ids they index")
+        meta = {ROWS_OF: rows_of.encode()}
     table = pa.table({
         "id": pa.array(np.asarray(ids, np.uint64)),
         "nbr_ids": pa.FixedSizeListArray.from_arrays(

@@ -39,7 +39,7 @@ import numpy as np
 from miner.io import atomic_path
 from miner.storage import AnyPath, as_path, read_table
 from miner.formats.embeddings import read_embeddings, read_ids
-from miner.formats.neighbours import write_knn_shard
+from miner.formats.neighbours import ids_digest, write_knn_shard
 from miner.knn.search import search_shard
 from miner.rundir import KNN_PARTIAL
 from miner.knn.sharded import knn_partitions, mean_topk
@@ -112,9 +112,9 @@ def search_partition(item: tuple[str, int, dict], plan: DirectionPlan) -> str:
     return str(dest)
 
 
-def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
+def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan, rows_of: str) -> int:
     """Task 2: merge the partials of one query shard into its neighbour shard; returns
-    the rows written."""
+    the rows written. ``rows_of``: ``ids_digest`` of the database ids (global rows)."""
     q_path, fingerprint, partials = item
     parts = [np.load(io.BytesIO(as_path(p).read_bytes())) for p in partials]
     sims = np.concatenate([p["sims"] for p in parts], axis=1)
@@ -127,7 +127,7 @@ def merge_shard(item: tuple[str, dict, list[str]], plan: DirectionPlan) -> int:
     nbr_rows = np.take_along_axis(rows, order, 1).astype(np.int64)
     q_ids = read_table(q_path, columns=["id"]).column("id").to_numpy()
     write_knn_shard(as_path(plan.out) / as_path(q_path).name, q_ids, nbr, sims, mean_topk(sims),
-                    nbr_rows, read_ids([as_path(p) for p in plan.db_paths]))
+                    nbr_rows, rows_of)
     for p in partials:
         as_path(p).unlink(missing_ok=True)
     return len(q_ids)
@@ -149,7 +149,9 @@ def run_direction(executor, plan: DirectionPlan, todo: list[tuple[Path, dict]],
     paths = executor.map(partial(search_partition, plan=plan), items,
                          desc=f"knn {as_path(plan.out).name} search", num_gpus=num_gpus)
     merges = [(str(q), fp, paths[i * n_parts:(i + 1) * n_parts]) for i, (q, fp) in enumerate(todo)]
-    rows = executor.map(partial(merge_shard, plan=plan), merges,
+    # the digest of the database ids, once for every merge task (stored with the rows)
+    rows_of = ids_digest(read_ids([as_path(p) for p in plan.db_paths]))
+    rows = executor.map(partial(merge_shard, plan=plan, rows_of=rows_of), merges,
                         desc=f"knn {as_path(plan.out).name} merge")
     partial_dir = as_path(plan.out) / KNN_PARTIAL
     if partial_dir.exists() and not any(partial_dir.iterdir()):

@@ -160,9 +160,13 @@ def index_searcher(index, k: int):
     than k vectors. A CPU IVF-Flat index is searched as bf16 GEMMs list by list
     (``miner.knn.ivf_gemm``: its lists are prepared here, once); IVF-PQ and GPU
     indexes by faiss."""
+    import importlib.util
+
     import faiss
 
-    if isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat) and _has_torch():
+    # torch is an extra (miner[st]); without it faiss searches (as ``auto_backend``)
+    if (isinstance(faiss.downcast_index(index), faiss.IndexIVFFlat)
+            and importlib.util.find_spec("torch") is not None):
         from miner.knn.ivf_gemm import IvfLists
 
         lists = IvfLists(index)
@@ -175,14 +179,6 @@ def index_searcher(index, k: int):
         sims, ids = index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
         return sort_topk(sims, ids.astype(np.int64))
     return search
-
-
-def _has_torch() -> bool:
-    try:
-        import torch  # noqa: F401 - an extra (miner[st]); faiss searches without it
-    except ImportError:  # pragma: no cover - torch is in the test environment
-        return False
-    return True
 
 
 def index_search(index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from miner.formats.embeddings import read_embeddings, read_ids
-from miner.formats.neighbours import write_knn_shard
+from miner.formats.neighbours import ids_digest, write_knn_shard
 from miner.knn.sharded import mean_topk
 from miner.storage import as_path
 
@@ -127,7 +127,7 @@ def search_shard(q_path: str | Path, fingerprint: dict, out: str | Path, search,
     sims = np.where(valid, sims, -np.inf).astype(np.float32)
     mean = mean_topk(sims) if valid.all() else _masked_mean(sims, valid)
     write_knn_shard(as_path(out) / q_path.name, ids, nbr, sims, mean,
-                    np.where(valid, rows, -1), db_ids)
+                    np.where(valid, rows, -1), ids_digest(db_ids))
     log.info("knn %s: %s done (%d queries)", out, q_path.name, len(ids))
     return len(ids)
 
